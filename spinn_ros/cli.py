@@ -1,0 +1,41 @@
+"""The ``spinn`` command: one entry point for every tool of the package.
+
+Subcommands are imported lazily so that ``spinn --help`` and the ROS-free tools
+work on a machine without rclpy (a cloud server installed with ``pip install .``).
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+#: subcommand -> (module with a ``main(argv)``, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "gen-data": ("spinn_ros.sim.dataset", "render a labelled obstacle dataset from the simulator"),
+    "train": ("spinn_ros.training.train", "train the early-exit network (progressive joint training)"),
+    "calibrate": ("spinn_ros.training.calibrate", "calibrate exit rate / accuracy versus threshold"),
+    "evaluate": ("spinn_ros.training.evaluate", "evaluation report on a test split (table + plot)"),
+    "launch": ("spinn_ros.launcher", "bring up nodes from a launch spec without ros2 launch"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    rows = "\n".join(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items())
+    return f"usage: spinn <command> [options]\n\ncommands:\n{rows}\n\n'spinn <command> --help' for options."
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"spinn: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
