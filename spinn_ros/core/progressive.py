@@ -1,0 +1,142 @@
+"""Staged execution with SPINN's exit policy: the head on the drone, the tail in the cloud.
+
+Policy: exits are tried in depth order; a frame leaves at the first exit whose
+top-1 collision softmax reaches the threshold; the final exit always answers.
+The head runs stages ``[0, split)``; if none of its exits is confident the frame
+needs the tail ``[split, N)``, which applies the same policy to its own exits.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .model import EarlyExitNet, decode_exit
+
+
+@dataclass(frozen=True)
+class ExitDecision:
+    """One frame's answer from one exit."""
+
+    exit_index: int
+    collision_prob: float
+    confidence: float
+    steering: float
+    steering_bin: int
+
+
+@dataclass
+class HeadResult:
+    """What the drone knows after running the head on one frame.
+
+    ``final`` is set when the answer needs no cloud (a confident device exit, the
+    final exit, or ``offload`` was not allowed). Otherwise ``provisional`` holds the
+    deepest device exit's answer (None when the head has no exit) and
+    ``activation`` the tensor to offload.
+    """
+
+    final: ExitDecision | None
+    provisional: ExitDecision | None
+    activation: torch.Tensor | None
+    compute_s: float
+
+
+def _row(exit_index: int, out, row: int) -> ExitDecision:
+    return ExitDecision(
+        exit_index=exit_index,
+        collision_prob=float(out.collision_prob[row]),
+        confidence=float(out.confidence[row]),
+        steering=float(out.steering[row]),
+        steering_bin=int(out.steering_bin[row]),
+    )
+
+
+def _decision(model: EarlyExitNet, exit_index: int, activation: torch.Tensor) -> ExitDecision:
+    return _row(exit_index, decode_exit(model.run_exit(exit_index, activation)), 0)
+
+
+def _is_final_exit(model: EarlyExitNet, exit_index: int) -> bool:
+    return exit_index == model.num_exits - 1
+
+
+@torch.inference_mode()
+def run_head(model: EarlyExitNet, x: torch.Tensor, split: int, threshold: float, offload: bool = True) -> HeadResult:
+    """Run stages ``[0, split)`` on one frame (batch of 1) with early exits.
+
+    With ``offload=False`` the device must answer alone: the deepest device exit
+    answers when no exit was confident, and a head without any exit keeps running
+    stages locally until the first exit (so a frame is never left unanswered).
+    """
+    model.check_split(split)
+    model.check_input(x)
+    if x.shape[0] != 1:
+        raise ValueError(f"run_head takes one frame, got a batch of {x.shape[0]}")
+    t0 = time.perf_counter()
+    deepest = None
+    for stage in range(split):
+        x = model.run_stage(stage, x)
+        e = model.exit_index_at(stage)
+        if e is None:
+            continue
+        deepest = _decision(model, e, x)
+        if deepest.confidence >= threshold or _is_final_exit(model, e):
+            return HeadResult(deepest, None, None, time.perf_counter() - t0)
+    if offload:
+        return HeadResult(None, deepest, x, time.perf_counter() - t0)
+    if deepest is None:
+        deepest = _run_to_first_exit(model, x, split)
+    return HeadResult(deepest, None, None, time.perf_counter() - t0)
+
+
+def _run_to_first_exit(model: EarlyExitNet, x: torch.Tensor, start: int) -> ExitDecision:
+    for stage in range(start, model.num_stages):
+        x = model.run_stage(stage, x)
+        e = model.exit_index_at(stage)
+        if e is not None:
+            return _decision(model, e, x)
+    raise AssertionError("the last stage always has the final exit")
+
+
+@torch.inference_mode()
+def run_tail(model: EarlyExitNet, x: torch.Tensor, split: int, threshold: float) -> list[ExitDecision]:
+    """Complete a batch of offloaded activations from ``split`` with early exits.
+
+    Each row leaves at its own first confident exit; confident rows are removed from
+    the batch so later stages only run on the frames that still need them.
+    """
+    model.check_split(split)
+    if split == model.num_stages:
+        raise ValueError("split equals the number of stages: there is no tail to run")
+    if split == 0:
+        model.check_input(x)
+    want = model.split_shape(split)
+    if x.dim() != 4 or tuple(x.shape[1:]) != want:
+        raise ValueError(f"tail from split {split} expects Bx{'x'.join(map(str, want))}, got {tuple(x.shape)}")
+    answers: list[ExitDecision | None] = [None] * x.shape[0]
+    pending = torch.arange(x.shape[0])
+    for stage in range(split, model.num_stages):
+        x = model.run_stage(stage, x)
+        e = model.exit_index_at(stage)
+        if e is None:
+            continue
+        out = decode_exit(model.run_exit(e, x))
+        leave = torch.ones_like(out.confidence, dtype=torch.bool) if _is_final_exit(model, e) else out.confidence >= threshold
+        for row in torch.nonzero(leave).flatten().tolist():
+            answers[int(pending[row])] = _row(e, out, row)
+        if bool(leave.all()):
+            break
+        keep = ~leave
+        x, pending = x[keep], pending[keep]
+    return answers  # type: ignore[return-value]
+
+
+def reference_decision(model: EarlyExitNet, x: torch.Tensor, threshold: float) -> ExitDecision:
+    """The policy applied to a plain full forward pass: the ground truth for staged runs."""
+    with torch.inference_mode():
+        outs = model(x)
+    for e, raw in enumerate(outs):
+        d = decode_exit(raw)
+        if float(d.confidence[0]) >= threshold or e == len(outs) - 1:
+            return _row(e, d, 0)
+    raise AssertionError("unreachable: the final exit always answers")

@@ -1,0 +1,99 @@
+"""Which nodes each system runs, with which params files and remappings: said once.
+
+``launch/*.launch.py`` turn these specs into launch_ros ``Node`` actions for
+``ros2 launch``; ``spinn launch`` (spinn_ros/launcher.py) turns the very same specs
+into processes on a machine without ``launch`` (the PyPI wheels have none), and the
+tests start their nodes from them too.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGE = "spinn_ros"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    executable: str                              # bin/<executable>, module spinn_ros.nodes.<executable>
+    name: str
+    namespace: str = ""
+    params_files: tuple[str, ...] = ()
+    params: dict = field(default_factory=dict)   # overrides, applied after the files
+    remappings: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def module(self) -> str:
+        return f"{PACKAGE}.nodes.{self.executable}"
+
+    def ros_args(self) -> list[str]:
+        args = ["--ros-args", "-r", f"__node:={self.name}"]
+        if self.namespace:
+            args += ["-r", f"__ns:={_absolute(self.namespace)}"]
+        for f in self.params_files:
+            args += ["--params-file", f]
+        for k, v in self.params.items():
+            args += ["-p", f"{k}:={_yaml_scalar(v)}"]
+        for src, dst in self.remappings:
+            args += ["-r", f"{src}:={dst}"]
+        return args
+
+    def command(self, python: str = sys.executable) -> list[str]:
+        return [python, "-m", self.module, *self.ros_args()]
+
+
+def _absolute(ns: str) -> str:
+    return ns if ns.startswith("/") else "/" + ns
+
+
+def _yaml_scalar(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f"'{v}'"
+    return str(v)
+
+
+def config_dir() -> Path:
+    """The installed share/spinn_ros/config when ROS knows the package, else the checkout's."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            shared = Path(get_package_share_directory(PACKAGE)) / "config"
+            if shared.is_dir():
+                return shared
+        except (PackageNotFoundError, OSError):  # OSError: no AMENT_PREFIX_PATH (not a ROS shell)
+            pass
+    except ImportError:
+        pass
+    return Path(__file__).resolve().parent.parent / "config"
+
+
+def find_params_file(node: str, override: str | None = None) -> str:
+    path = Path(override) if override else config_dir() / f"{node}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"params file not found: {path}")
+    return str(path)
+
+
+def _common(use_sim_time: bool, overrides: dict | None) -> dict:
+    params = dict(overrides or {})
+    if use_sim_time:
+        params["use_sim_time"] = True
+    return params
+
+
+def drone(namespace: str = "", params_file: str | None = None, camera_topic: str = "image",
+          use_sim_time: bool = False, overrides: dict | None = None) -> list[NodeSpec]:
+    """The drone side: the drone node reading ``camera_topic``."""
+    return [NodeSpec(
+        executable="drone_node", name="spinn_drone", namespace=namespace,
+        params_files=(find_params_file("drone", params_file),),
+        params=_common(use_sim_time, overrides),
+        remappings=(("image", camera_topic),) if camera_topic != "image" else (),
+    )]
+
+
+SYSTEMS = {"drone": drone}

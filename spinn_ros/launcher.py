@@ -1,0 +1,161 @@
+"""``spinn launch <system> [name:=value ...]``: ``ros2 launch`` for machines without it.
+
+Starts the nodes of ``launch_spec.SYSTEMS[system]`` (the same specs the launch files
+use, so the same params files and remappings) as child processes, prefixes their
+output with the node name, and on Ctrl-C / SIGTERM stops them all with SIGINT
+(then SIGTERM, SIGKILL) so each node shuts down cleanly. If a node exits with an
+error the others are stopped too and its status is returned.
+
+    spinn launch drone namespace:=drone1 camera_topic:=/camera/image_raw use_sim_time:=true
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable, TextIO
+
+from . import launch_spec
+from .launch_spec import NodeSpec
+
+
+class NodeProcess:
+    """One node as a child process in its own process group."""
+
+    def __init__(self, spec: NodeSpec, env: dict | None = None, sink: Callable[[str], None] | None = None,
+                 python: str = sys.executable):
+        self.spec = spec
+        self.lines: list[str] = []
+        self._sink = sink
+        self.proc = subprocess.Popen(
+            spec.command(python), env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, bufsize=1, start_new_session=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            line = line.rstrip("\n")
+            self.lines.append(line)
+            if self._sink:
+                self._sink(f"[{self.spec.name}] {line}")
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(timeout=2.0)
+        return code
+
+    def stop(self, grace_s: float = 10.0) -> int:
+        """SIGINT (clean ROS shutdown), then SIGTERM, then SIGKILL; returns the exit status."""
+        for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+            if self.proc.poll() is not None:
+                break
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(wait_s)
+            except subprocess.TimeoutExpired:
+                continue
+        return self.wait()
+
+
+class ProcessGroup:
+    """Several nodes started together and always stopped together."""
+
+    def __init__(self, specs: list[NodeSpec], env: dict | None = None, out: TextIO | None = sys.stdout):
+        self.procs: list[NodeProcess] = []
+        sink = (lambda line: print(line, file=out, flush=True)) if out else None
+        try:
+            for spec in specs:
+                self.procs.append(NodeProcess(spec, env, sink))
+        except BaseException:
+            self.stop()
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def failed(self) -> NodeProcess | None:
+        return next((p for p in self.procs if p.poll() not in (None, 0)), None)
+
+    def stop(self) -> dict[str, int]:
+        return {p.spec.name: p.stop() for p in self.procs}
+
+
+def parse_launch_args(pairs: list[str], factory: Callable) -> dict:
+    """``name:=value`` pairs -> keyword arguments of ``factory`` (typed like its defaults)."""
+    sig = inspect.signature(factory)
+    kwargs = {}
+    for pair in pairs:
+        name, sep, value = pair.partition(":=")
+        if not sep:
+            raise ValueError(f"launch arguments are name:=value, got {pair!r}")
+        if name not in sig.parameters or name == "overrides":
+            allowed = ", ".join(n for n in sig.parameters if n != "overrides")
+            raise ValueError(f"unknown launch argument {name!r}; this system takes: {allowed}")
+        default = sig.parameters[name].default
+        kwargs[name] = _typed(value, default, name)
+    return kwargs
+
+
+def _typed(value: str, default, name: str):
+    if isinstance(default, bool):
+        if value.lower() not in ("true", "false"):
+            raise ValueError(f"launch argument {name!r} must be true or false, got {value!r}")
+        return value.lower() == "true"
+    if isinstance(default, (int, float)):
+        return type(default)(value)
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="spinn launch", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("system", choices=sorted(launch_spec.SYSTEMS))
+    ap.add_argument("args", nargs="*", help="launch arguments name:=value (as for ros2 launch)")
+    ap.add_argument("--print", action="store_true", help="print the node command lines and exit")
+    opts = ap.parse_args(argv)
+    factory = launch_spec.SYSTEMS[opts.system]
+    try:
+        specs = factory(**parse_launch_args(opts.args, factory))
+    except (ValueError, FileNotFoundError) as exc:
+        ap.error(str(exc))
+    if opts.print:
+        for spec in specs:
+            print(" ".join(spec.command()))
+        return 0
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    group = ProcessGroup(specs)
+    try:
+        while not stop.is_set() and any(p.poll() is None for p in group.procs):
+            bad = group.failed()
+            if bad:
+                print(f"[launch] {bad.spec.name} exited with status {bad.poll()}; stopping the others", flush=True)
+                break
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    codes = group.stop()
+    return max(codes.values(), default=0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""The one main loop every node uses: init, build, spin, clean shutdown.
+
+A node whose parameters are invalid logs one fatal line naming the parameter and
+exits with status 2 (fail fast); SIGINT and SIGTERM end the spin and the node is
+destroyed before rclpy shuts down, so DDS resources are released cleanly.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
+
+from .params import ParameterError
+
+EXIT_BAD_PARAMETERS = 2
+
+
+def run_node(factory: Callable[[], "rclpy.node.Node"], args: list[str] | None = None, threads: int = 2) -> int:
+    rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.ALL)
+    node = None
+    try:
+        try:
+            node = factory()
+        except ParameterError as exc:
+            rclpy.logging.get_logger("spinn_ros").fatal(str(exc))
+            return EXIT_BAD_PARAMETERS
+        executor = MultiThreadedExecutor(num_threads=threads)
+        executor.add_node(node)
+        try:
+            executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            executor.shutdown()
+        return 0
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close:
+                close()
+            node.destroy_node()
+        rclpy.try_shutdown()

@@ -1,0 +1,31 @@
+"""Shared fixtures. Every ROS test runs real nodes as separate processes over DDS."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # test helpers (ros_harness, ...)
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def ros():
+    """A RosHarness on this run's domain; on teardown every node must have exited
+    cleanly (status 0 after SIGINT) and no FastDDS shared-memory file may be left."""
+    from ros_harness import RosHarness, domain_id_for_run, fastdds_shm_files
+
+    before = fastdds_shm_files()
+    harness = RosHarness(domain_id_for_run())
+    try:
+        yield harness
+    finally:
+        codes = harness.close()
+    unclean = {name: code for name, code in codes.items() if code != 0}
+    assert not unclean, f"nodes did not shut down cleanly: {unclean}"
+    leftover = fastdds_shm_files() - before
+    assert not leftover, f"FastDDS shared-memory files left behind: {sorted(leftover)}"

@@ -1,0 +1,94 @@
+"""Real ROS 2 across processes for tests: a per-run domain, nodes as child processes,
+an in-test rclpy node spinning in the background, discovery waits instead of sleeps,
+and a teardown that leaves no process and no FastDDS shared-memory file behind."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+
+from spinn_ros.launch_spec import NodeSpec
+from spinn_ros.launcher import NodeProcess
+
+SHM = Path("/dev/shm")
+
+
+def domain_id_for_run() -> int:
+    """A ROS domain per test run (0..101 keeps DDS ports valid), so parallel runs never meet."""
+    return 10 + os.getpid() % 90
+
+
+def fastdds_shm_files() -> set[str]:
+    return {p.name for p in SHM.glob("*") if "fastdds" in p.name or "fastrtps" in p.name} if SHM.is_dir() else set()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, poll: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
+        time.sleep(poll)
+
+
+class RosHarness:
+    def __init__(self, domain_id: int):
+        self.domain_id = domain_id
+        self.env = {
+            "ROS_DOMAIN_ID": str(domain_id),
+            "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+            "PYTHONUNBUFFERED": "1",
+            "RCUTILS_LOGGING_BUFFERED_STREAM": "0",
+        }
+        os.environ.update(self.env)
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = Node("spinn_test", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._spinner = threading.Thread(target=self._spin, daemon=True)
+        self._spinner.start()
+        self.procs: list[NodeProcess] = []
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - the context is shut down at teardown
+            pass
+
+    def start(self, spec: NodeSpec) -> NodeProcess:
+        proc = NodeProcess(spec, env=self.env, sink=None)
+        self.procs.append(proc)
+        return proc
+
+    def run_to_exit(self, spec: NodeSpec, timeout: float = 60.0) -> tuple[int, str]:
+        """Run a node expected to exit on its own (e.g. refusing its parameters)."""
+        proc = NodeProcess(spec, env=self.env, sink=None)
+        try:
+            code = proc.wait(timeout)
+        finally:
+            proc.stop()
+        return code, proc.output
+
+    def wait_matched(self, endpoint, count: int = 1, timeout: float = 20.0) -> None:
+        """Wait until a publisher has ``count`` subscribers (or a subscription that many publishers)."""
+        if hasattr(endpoint, "get_subscription_count"):
+            wait_until(lambda: endpoint.get_subscription_count() >= count, timeout,
+                       f"{count} subscriber(s) on {endpoint.topic_name}")
+        else:
+            wait_until(lambda: endpoint.get_publisher_count() >= count, timeout,
+                       f"{count} publisher(s) on {endpoint.topic_name}")
+
+    def close(self) -> dict[str, int]:
+        codes = {p.spec.name: p.stop() for p in self.procs}
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._spinner.join(timeout=5.0)
+        return codes

@@ -1,0 +1,219 @@
+"""The drone node as a separate process, driven over real DDS from this test process."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import TwistStamped
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from ros_harness import wait_until
+from sensor_msgs.msg import Image
+
+from spinn_ros import launch_spec
+from spinn_ros.core.model_ref import load_model
+from spinn_ros.core.preprocess import to_model_input
+from spinn_ros.core.progressive import reference_decision
+from spinn_ros.msg import InferenceResult
+from spinn_ros.ros import qos
+from spinn_ros.ros.images import fill_image
+
+CAMERA = "/test/camera"
+MODEL = "random:small:0"
+
+
+def synthetic_frames(n: int, seed: int = 0, size=(128, 128)) -> list[np.ndarray]:
+    """Structured RGB frames: a sky/ground gradient with random boxes (not pure noise)."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    frames = []
+    for _ in range(n):
+        img = np.zeros((h, w, 3), np.uint8)
+        img[: h // 2] = rng.integers(120, 220, 3)
+        img[h // 2:] = rng.integers(30, 120, 3)
+        for _ in range(rng.integers(1, 5)):
+            x0, y0 = rng.integers(0, w - 8), rng.integers(0, h - 8)
+            img[y0: y0 + rng.integers(8, h // 2), x0: x0 + rng.integers(8, w // 2)] = rng.integers(0, 255, 3)
+        frames.append(img)
+    return frames
+
+
+def as_encoding(rgb: np.ndarray, encoding: str) -> np.ndarray:
+    if encoding == "bgr8":
+        return rgb[..., ::-1].copy()
+    if encoding == "mono8":
+        return rgb.mean(axis=2, keepdims=True).astype(np.uint8)
+    return rgb
+
+
+def image_msg(pixels: np.ndarray, encoding: str, stamp_s: int) -> Image:
+    msg = Image()
+    msg.header.stamp.sec = stamp_s
+    msg.header.frame_id = "camera"
+    fill_image(msg, pixels, encoding)
+    return msg
+
+
+def drone_spec(**overrides) -> launch_spec.NodeSpec:
+    return launch_spec.drone(camera_topic=CAMERA, overrides={"checkpoint": MODEL, **overrides})[0]
+
+
+def threshold_splitting_exits(model, frames, encodings) -> float:
+    """A threshold at which about half the frames leave at the first exit, so the test
+    exercises both early and late exits even with an untrained model."""
+    first = []
+    with torch.inference_mode():
+        for f, e in zip(frames, encodings):
+            raw = model(to_model_input(f, model.spec.input_size, e))[0]
+            first.append(float(raw[:, :2].softmax(1).max()))
+    return float(np.median(first))
+
+
+class Collector:
+    def __init__(self, node, msg_type, topic, qos_profile):
+        self.msgs = []
+        self.sub = node.create_subscription(msg_type, topic, self.msgs.append, qos_profile)
+
+
+def test_every_frame_gets_one_result_matching_pytorch(ros):
+    model, _ = load_model(MODEL)
+    encodings = ["rgb8", "bgr8", "mono8"] * 10
+    rgb = synthetic_frames(len(encodings), seed=1) + []
+    rgb[-1] = synthetic_frames(1, seed=9, size=(120, 160))[0]        # non-square: resized by the node
+    frames = [as_encoding(f, e) for f, e in zip(rgb, encodings)]
+    threshold = threshold_splitting_exits(model, frames, encodings)
+
+    ros.start(drone_spec(exit_threshold=threshold))
+    results = Collector(ros.node, InferenceResult, "/spinn/result", qos.RESULTS)
+    cmds = Collector(ros.node, TwistStamped, "/cmd_vel", qos.RESULTS)
+    pub = ros.node.create_publisher(Image, CAMERA, qos.SENSOR)
+    ros.wait_matched(pub)
+    ros.wait_matched(results.sub)
+    ros.wait_matched(cmds.sub)
+
+    for i, (f, e) in enumerate(zip(frames, encodings)):
+        pub.publish(image_msg(f, e, stamp_s=1000 + i))
+        time.sleep(1 / 15)
+    wait_until(lambda: len(results.msgs) >= len(frames), 30, f"{len(frames)} results")
+    time.sleep(0.3)  # a duplicate would arrive within this
+
+    stamps = [m.header.stamp.sec for m in results.msgs]
+    assert sorted(stamps) == list(range(1000, 1000 + len(frames))), "each frame exactly one result"
+    exits_seen = set()
+    for m in results.msgs:
+        i = m.header.stamp.sec - 1000
+        ref = reference_decision(model, to_model_input(frames[i], model.spec.input_size, encodings[i]), threshold)
+        assert not m.provisional and m.source == InferenceResult.SOURCE_DEVICE
+        assert m.exit_index == ref.exit_index, f"frame {i}: exit {m.exit_index} != reference {ref.exit_index}"
+        assert m.collision_probability == pytest.approx(ref.collision_prob, abs=1e-5)
+        assert m.steering == pytest.approx(ref.steering, abs=1e-5)
+        assert m.confidence == pytest.approx(ref.confidence, abs=1e-5)
+        assert m.header.frame_id == "camera" and m.num_exits == model.num_exits
+        assert m.split_point == model.num_stages and m.device_compute_ms > 0
+        exits_seen.add(m.exit_index)
+    assert len(exits_seen) >= 2, "the threshold should make frames leave at different exits"
+    wait_until(lambda: len(cmds.msgs) >= len(frames), 5, "one command per result")
+    frame_cmds = [c for c in cmds.msgs if 1000 <= c.header.stamp.sec < 1000 + len(frames)]
+    assert sorted(c.header.stamp.sec for c in frame_cmds) == sorted(stamps), "one command per frame, image-stamped"
+
+
+def diagnostics_value(msgs, key):
+    for arr in reversed(msgs):
+        for st in arr.status:
+            for kv in st.values:
+                if kv.key == key:
+                    return kv.value
+    return None
+
+
+def test_bad_images_are_rejected_and_node_keeps_serving(ros):
+    proc = ros.start(drone_spec(diagnostics_period_s=0.2))
+    results = Collector(ros.node, InferenceResult, "/spinn/result", qos.RESULTS)
+    diags = Collector(ros.node, DiagnosticArray, "/diagnostics", qos.RESULTS)
+    pub = ros.node.create_publisher(Image, CAMERA, qos.SENSOR)
+    ros.wait_matched(pub)
+    ros.wait_matched(results.sub)
+
+    good = synthetic_frames(2, seed=3)
+    bad = []
+    m = image_msg(good[0], "rgb8", 1)
+    m.encoding = "32FC1"                      # unsupported encoding
+    bad.append(m)
+    m = image_msg(good[0], "rgb8", 2)
+    m.data = m.data[: len(m.data) // 2]       # truncated buffer
+    bad.append(m)
+    m = image_msg(good[0], "rgb8", 3)
+    m.step = 10                               # step smaller than a row
+    bad.append(m)
+    for m in bad:
+        pub.publish(m)
+        time.sleep(0.1)
+    pub.publish(image_msg(good[1], "rgb8", 4))
+    wait_until(lambda: any(r.header.stamp.sec == 4 for r in results.msgs), 20, "a result for the good frame")
+    assert [r.header.stamp.sec for r in results.msgs] == [4], "bad frames get no result"
+    wait_until(lambda: diagnostics_value(diags.msgs, "images_rejected") == "3", 10, "3 rejections in /diagnostics")
+    assert proc.poll() is None, "node must keep running"
+    assert "rejected image" in proc.output and "32FC1" in proc.output
+
+
+def test_busy_node_drops_older_frames_for_the_newest(ros):
+    # the large model is slow enough on one thread that a burst overruns it
+    ros.start(drone_spec(checkpoint="random:large:0", diagnostics_period_s=0.2))
+    results = Collector(ros.node, InferenceResult, "/spinn/result", qos.RESULTS)
+    diags = Collector(ros.node, DiagnosticArray, "/diagnostics", qos.RESULTS)
+    pub = ros.node.create_publisher(Image, CAMERA, qos.SENSOR)
+    ros.wait_matched(pub)
+    ros.wait_matched(results.sub)
+    frames = synthetic_frames(40, seed=5)
+    for i, f in enumerate(frames):
+        pub.publish(image_msg(f, "rgb8", 1 + i))
+        time.sleep(0.002)
+    wait_until(lambda: any(r.header.stamp.sec == len(frames) for r in results.msgs), 30, "the newest frame's result")
+
+    def counters():
+        got = diagnostics_value(diags.msgs, "frames_received"), diagnostics_value(diags.msgs, "frames_dropped_busy")
+        return None if None in got else tuple(map(int, got))
+
+    wait_until(lambda: counters() is not None and sum(counters()) > 0 and
+               counters()[0] == len(results.msgs) + counters()[1], 10, "received = results + dropped")
+    received, dropped = counters()
+    assert dropped > 0, "a burst faster than inference must drop frames"
+    assert len({r.header.stamp.sec for r in results.msgs}) == len(results.msgs), "no frame twice"
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    ({"exit_threshold": 1.5}, "parameter 'exit_threshold'=1.5 is invalid: must be in (0.0, 1.0]"),
+    ({"exit_threshold": 0.0}, "parameter 'exit_threshold'=0.0 is invalid"),
+    ({"split_point": 99}, "parameter 'split_point'=99 is invalid: must be -1 or in [0, 7]"),
+    ({"checkpoint": "/nonexistent/model.pt"}, "parameter 'checkpoint'='/nonexistent/model.pt'"),
+    ({"checkpoint": "random:tiny:0"}, "expected random:<"),
+    ({"controller.timeout_s": -1.0}, "parameter 'controller.timeout_s'=-1.0 is invalid"),
+])
+def test_invalid_parameters_fail_fast(ros, overrides, needle):
+    code, output = ros.run_to_exit(drone_spec(**overrides), timeout=60)
+    assert code == 2, output
+    assert needle in output, output
+
+
+def test_parameter_changes_are_validated(ros):
+    ros.start(drone_spec())
+    client = AsyncParameterClient(ros.node, "spinn_drone")
+    assert client.wait_for_services(timeout_sec=20)
+
+    def set_params(**kv):
+        fut = client.set_parameters([Parameter(k, value=v) for k, v in kv.items()])
+        wait_until(fut.done, 10, "set_parameters reply")
+        return fut.result().results[0]
+
+    bad = set_params(exit_threshold=0.0)
+    assert not bad.successful and "exit_threshold" in bad.reason and "(0.0, 1.0]" in bad.reason
+    bad = set_params(split_point=42)
+    assert not bad.successful and "[0, 7]" in bad.reason
+    ok = set_params(exit_threshold=0.6)
+    assert ok.successful
+    fut = client.get_parameters(["exit_threshold"])
+    wait_until(fut.done, 10, "get_parameters reply")
+    assert fut.result().values[0].double_value == pytest.approx(0.6)
