@@ -7,6 +7,7 @@ tests start their nodes from them too.
 """
 from __future__ import annotations
 
+import inspect
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,3 +98,70 @@ def drone(namespace: str = "", params_file: str | None = None, camera_topic: str
 
 
 SYSTEMS = {"drone": drone}
+
+#: help text of every launch argument, shared by ros2 launch and spinn launch
+ARGUMENT_HELP = {
+    "namespace": "namespace of the nodes (one per drone), e.g. drone1",
+    "params_file": "YAML params file (default: the package's config/<node>.yaml)",
+    "camera_topic": "sensor_msgs/Image topic the drone node reads",
+    "use_sim_time": "true: follow /clock from the simulator",
+}
+
+
+def launch_arguments(system: str) -> list[tuple[str, str, str]]:
+    """(name, default as text, help) of a system's launch arguments."""
+    sig = inspect.signature(SYSTEMS[system])
+    return [(name, _as_text(p.default), ARGUMENT_HELP.get(name, name))
+            for name, p in sig.parameters.items() if name != "overrides"]
+
+
+def _as_text(default) -> str:
+    if default is None:
+        return ""
+    return _yaml_scalar(default).strip("'")
+
+
+def specs_from_strings(system: str, values: dict[str, str]) -> list[NodeSpec]:
+    """Build a system's node specs from textual launch arguments (as both launchers get them)."""
+    if system not in SYSTEMS:
+        raise ValueError(f"unknown system {system!r}; choose one of {sorted(SYSTEMS)}")
+    sig = inspect.signature(SYSTEMS[system])
+    allowed = [n for n in sig.parameters if n != "overrides"]
+    kwargs = {}
+    for name, text in values.items():
+        if name not in allowed:
+            raise ValueError(f"unknown launch argument {name!r}; {system} takes: {', '.join(allowed)}")
+        kwargs[name] = _typed(text, sig.parameters[name].default, name)
+    return SYSTEMS[system](**kwargs)
+
+
+def _typed(text: str, default, name: str):
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false"):
+            raise ValueError(f"launch argument {name!r} must be true or false, got {text!r}")
+        return text.lower() == "true"
+    if isinstance(default, (int, float)):
+        try:
+            return type(default)(text)
+        except ValueError:
+            raise ValueError(f"launch argument {name!r} must be a {type(default).__name__}, got {text!r}") from None
+    return text or default
+
+
+def launch_description(system: str):
+    """A launch_ros LaunchDescription for ``ros2 launch`` (imports launch only here)."""
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    args = launch_arguments(system)
+
+    def nodes(context):
+        values = {name: LaunchConfiguration(name).perform(context) for name, _, _ in args}
+        return [Node(package=PACKAGE, executable=s.executable, name=s.name, namespace=s.namespace,
+                     parameters=[*s.params_files, s.params], remappings=list(s.remappings), output="screen")
+                for s in specs_from_strings(system, values)]
+
+    declared = [DeclareLaunchArgument(name, default_value=default, description=text) for name, default, text in args]
+    return LaunchDescription([*declared, OpaqueFunction(function=nodes)])

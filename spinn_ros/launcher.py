@@ -11,7 +11,6 @@ error the others are stopped too and its status is returned.
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import signal
 import subprocess
@@ -99,30 +98,15 @@ class ProcessGroup:
         return {p.spec.name: p.stop() for p in self.procs}
 
 
-def parse_launch_args(pairs: list[str], factory: Callable) -> dict:
-    """``name:=value`` pairs -> keyword arguments of ``factory`` (typed like its defaults)."""
-    sig = inspect.signature(factory)
-    kwargs = {}
+def parse_launch_args(pairs: list[str]) -> dict[str, str]:
+    """``name:=value`` pairs, as ros2 launch takes them."""
+    values = {}
     for pair in pairs:
         name, sep, value = pair.partition(":=")
-        if not sep:
+        if not sep or not name:
             raise ValueError(f"launch arguments are name:=value, got {pair!r}")
-        if name not in sig.parameters or name == "overrides":
-            allowed = ", ".join(n for n in sig.parameters if n != "overrides")
-            raise ValueError(f"unknown launch argument {name!r}; this system takes: {allowed}")
-        default = sig.parameters[name].default
-        kwargs[name] = _typed(value, default, name)
-    return kwargs
-
-
-def _typed(value: str, default, name: str):
-    if isinstance(default, bool):
-        if value.lower() not in ("true", "false"):
-            raise ValueError(f"launch argument {name!r} must be true or false, got {value!r}")
-        return value.lower() == "true"
-    if isinstance(default, (int, float)):
-        return type(default)(value)
-    return value
+        values[name] = value
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,9 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("args", nargs="*", help="launch arguments name:=value (as for ros2 launch)")
     ap.add_argument("--print", action="store_true", help="print the node command lines and exit")
     opts = ap.parse_args(argv)
-    factory = launch_spec.SYSTEMS[opts.system]
     try:
-        specs = factory(**parse_launch_args(opts.args, factory))
+        specs = launch_spec.specs_from_strings(opts.system, parse_launch_args(opts.args))
     except (ValueError, FileNotFoundError) as exc:
         ap.error(str(exc))
     if opts.print:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # test helpers (ros_harness, ...)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # test helpers shared between test files
 
 import torch  # noqa: E402
 
@@ -17,7 +17,7 @@ torch.set_num_threads(1)
 def ros():
     """A RosHarness on this run's domain; on teardown every node must have exited
     cleanly (status 0 after SIGINT) and no FastDDS shared-memory file may be left."""
-    from ros_harness import RosHarness, domain_id_for_run, fastdds_shm_files
+    from spinn_ros.ros.harness import RosHarness, domain_id_for_run, fastdds_shm_files
 
     before = fastdds_shm_files()
     harness = RosHarness(domain_id_for_run())

@@ -10,7 +10,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import TwistStamped
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
-from ros_harness import wait_until
+from spinn_ros.ros.harness import wait_until
 from sensor_msgs.msg import Image
 
 from spinn_ros import launch_spec

@@ -10,7 +10,7 @@ import sys
 from typing import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from .params import ParameterError
@@ -18,7 +18,7 @@ from .params import ParameterError
 EXIT_BAD_PARAMETERS = 2
 
 
-def run_node(factory: Callable[[], "rclpy.node.Node"], args: list[str] | None = None, threads: int = 2) -> int:
+def run_node(factory: Callable[[], "rclpy.node.Node"], args: list[str] | None = None, threads: int = 1) -> int:
     rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.ALL)
     node = None
     try:
@@ -27,7 +27,9 @@ def run_node(factory: Callable[[], "rclpy.node.Node"], args: list[str] | None = 
         except ParameterError as exc:
             rclpy.logging.get_logger("spinn_ros").fatal(str(exc))
             return EXIT_BAD_PARAMETERS
-        executor = MultiThreadedExecutor(num_threads=threads)
+        # one executor thread by default: callbacks here are short (heavy work has its own
+        # thread), and every extra executor thread competes for the GIL
+        executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
         try:
             executor.spin()

@@ -1,4 +1,4 @@
-"""Real ROS 2 across processes for tests: a per-run domain, nodes as child processes,
+"""Real ROS 2 across processes for tests and benchmarks: a per-run domain, nodes as child processes,
 an in-test rclpy node spinning in the background, discovery waits instead of sleeps,
 and a teardown that leaves no process and no FastDDS shared-memory file behind."""
 from __future__ import annotations

@@ -1,0 +1,152 @@
+"""What the drone node adds on top of the bare model.
+
+A publisher process (this one) sends camera frames to a drone node process over
+real DDS and times each frame from publish to the result's arrival. The node
+reports its own model compute per frame (device_compute_ms), so
+
+    overhead = (result received - image published) - device_compute_ms
+
+is everything else: DDS both ways, buffer-to-tensor conversion (and resizing when
+the camera size differs from the model's), the policy, message building.
+
+    .venv/bin/python bench/bench_node_overhead.py [--frames 300] [--rate 20] [--checkpoint default]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+from bench.common import print_table, results_dir, summary_ms, write_json  # noqa: E402
+from spinn_ros import launch_spec  # noqa: E402
+from spinn_ros.core.model_ref import load_model  # noqa: E402
+from spinn_ros.core.preprocess import to_model_input  # noqa: E402
+from spinn_ros.core.progressive import run_head  # noqa: E402
+from spinn_ros.msg import InferenceResult  # noqa: E402
+from spinn_ros.ros import qos  # noqa: E402
+from spinn_ros.ros.harness import RosHarness, domain_id_for_run, wait_until  # noqa: E402
+from spinn_ros.ros.images import fill_image  # noqa: E402
+
+CAMERA = "/bench/camera"
+
+
+def frames(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def bare_model_ms(ref: str, size: int, n: int = 100) -> dict:
+    """The model alone in this process: conversion excluded, same policy as the node."""
+    torch.set_num_threads(1)
+    model, _ = load_model(ref)
+    xs = [to_model_input(f, model.spec.input_size) for f in frames(20, size, seed=1)]
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        run_head(model, xs[i % len(xs)], model.num_stages, 0.8, offload=False)
+        times.append(time.perf_counter() - t0)
+    return summary_ms(times[10:])
+
+
+def measure(ros: RosHarness, ref: str, size: int, n: int, rate: float) -> dict:
+    spec = launch_spec.drone(camera_topic=CAMERA, overrides={"checkpoint": ref})[0]
+    proc = ros.start(spec)
+    sent: dict[int, int] = {}
+    arrivals: list[tuple[int, int, float]] = []   # (seq, received ns, device ms)
+
+    def on_result(msg: InferenceResult):
+        arrivals.append((msg.header.stamp.nanosec, time.monotonic_ns(), msg.device_compute_ms))
+
+    sub = ros.node.create_subscription(InferenceResult, "/spinn/result", on_result, qos.RESULTS)
+    pub = ros.node.create_publisher(Image, CAMERA, qos.SENSOR)
+    try:
+        ros.wait_matched(pub)
+        ros.wait_matched(sub)
+        imgs = frames(20, size)
+        msg = Image()
+        warmup = 20
+        for i in range(n + warmup):
+            fill_image(msg, imgs[i % len(imgs)], "rgb8")
+            msg.header.stamp.sec, msg.header.stamp.nanosec = 1, i      # the frame's id travels in the stamp
+            sent[i] = time.monotonic_ns()
+            pub.publish(msg)
+            time.sleep(1.0 / rate)
+        wait_until(lambda: len(arrivals) >= n + warmup - 2, 30, "results")
+    finally:
+        ros.node.destroy_subscription(sub)
+        ros.node.destroy_publisher(pub)
+        proc.stop()
+        ros.procs.remove(proc)
+    e2e, overhead, device = [], [], []
+    for seq, recv_ns, dev_ms in arrivals:
+        if seq < warmup:
+            continue
+        total = (recv_ns - sent[seq]) / 1e9
+        e2e.append(total)
+        device.append(dev_ms / 1e3)
+        overhead.append(total - dev_ms / 1e3)
+    return {"e2e": summary_ms(e2e), "device": summary_ms(device), "overhead": summary_ms(overhead),
+            "received": len(arrivals), "sent": n + warmup}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--rate", type=float, default=20.0, help="frames per second")
+    ap.add_argument("--checkpoint", default="default", help="model reference (default: the shipped model)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
+    opts = ap.parse_args(argv)
+    ros = RosHarness(domain_id_for_run())
+    rows = []
+    try:
+        for size in opts.sizes:
+            print(f"camera {size}x{size}: {opts.frames} frames at {opts.rate} Hz ...", flush=True)
+            m = measure(ros, opts.checkpoint, size, opts.frames, opts.rate)
+            bare = bare_model_ms(opts.checkpoint, size)
+            rows.append({
+                "camera": f"{size}x{size}", "bare_model_p50_ms": bare["median_ms"],
+                "node_model_p50_ms": m["device"]["median_ms"], "e2e_p50_ms": m["e2e"]["median_ms"],
+                "e2e_p99_ms": m["e2e"]["p99_ms"], "overhead_p50_ms": m["overhead"]["median_ms"],
+                "overhead_p99_ms": m["overhead"]["p99_ms"], "received": f"{m['received']}/{m['sent']}",
+                "detail": m,
+            })
+    finally:
+        ros.close()
+    print_table(rows, ["camera", "bare_model_p50_ms", "node_model_p50_ms", "e2e_p50_ms", "e2e_p99_ms",
+                       "overhead_p50_ms", "overhead_p99_ms", "received"],
+                title=f"drone node overhead over the bare model ({opts.checkpoint}); target: overhead p50 <= 2 ms")
+    write_json("node_overhead", {"checkpoint": opts.checkpoint, "rate_hz": opts.rate, "rows": rows})
+    _plot(rows)
+    return 0
+
+
+def _plot(rows) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    labels = [r["camera"] for r in rows]
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, [r["node_model_p50_ms"] for r in rows], 0.4, label="model (p50)")
+    ax.bar(x + 0.2, [r["overhead_p50_ms"] for r in rows], 0.4, label="node overhead (p50)")
+    ax.errorbar(x + 0.2, [r["overhead_p50_ms"] for r in rows],
+                yerr=[[0] * len(rows), [r["overhead_p99_ms"] - r["overhead_p50_ms"] for r in rows]], fmt="none", c="k",
+                capsize=3, label="to p99")
+    ax.set_xticks(x, labels)
+    ax.set_ylabel("ms")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(results_dir() / "node_overhead.png", dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
