@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             fill_image(msg, frame, "rgb8")
             pub.publish(msg)
             try:
-                wait_until(lambda: i in results and i in cmds, 10, f"the result of frame {i}")
+                wait_until(lambda i=i: i in results and i in cmds, 10, f"the result of frame {i}")
             except TimeoutError:
                 print(f"{i:>5} {x:5.1f}  no result (node output follows)\n{node.output}", flush=True)
                 return 1

@@ -97,7 +97,48 @@ def drone(namespace: str = "", params_file: str | None = None, camera_topic: str
     )]
 
 
-SYSTEMS = {"drone": drone}
+def cloud(namespace: str = "", params_file: str | None = None, use_sim_time: bool = False,
+          overrides: dict | None = None) -> list[NodeSpec]:
+    """The cloud side: the tail server reached over Zenoh."""
+    return [NodeSpec(
+        executable="cloud_node", name="spinn_cloud", namespace=namespace,
+        params_files=(find_params_file("cloud", params_file),),
+        params=_common(use_sim_time, overrides),
+    )]
+
+
+# -- simulator (owned by the simulation work; see spinn_ros/nodes/sim_node.py) ---------
+def sim(namespace: str = "", params_file: str | None = None, course_seed: int = -1, course_kind: str = "",
+        real_time_factor: float = -1.0, overrides: dict | None = None) -> list[NodeSpec]:
+    """The simulator node (PyFlyt quadrotor, obstacle course, onboard camera).
+
+    It is the clock source, so it takes no use_sim_time. course_seed < 0, an empty
+    course_kind and real_time_factor < 0 keep the params file's values.
+    """
+    chosen = {}
+    if course_seed >= 0:
+        chosen["course.seed"] = course_seed
+    if course_kind:
+        chosen["course.kind"] = course_kind
+    if real_time_factor >= 0:
+        chosen["real_time_factor"] = real_time_factor
+    return [NodeSpec(
+        executable="sim_node", name="spinn_sim", namespace=namespace,
+        params_files=(find_params_file("sim", params_file),),
+        params={**chosen, **(overrides or {})},
+    )]
+
+
+#: help text of the simulator's own launch arguments (for ARGUMENT_HELP)
+SIM_ARGUMENT_HELP = {
+    "course_seed": "obstacle course seed (default: the params file's course.seed)",
+    "course_kind": "forest, boxes, walls, mixed or random (default: the params file's course.kind)",
+    "real_time_factor": "1.0 = wall-clock pace, 0 = as fast as possible (default: the params file's)",
+}
+# -- end simulator ----------------------------------------------------------------------
+
+
+SYSTEMS = {"drone": drone, "cloud": cloud, "sim": sim}
 
 #: help text of every launch argument, shared by ros2 launch and spinn launch
 ARGUMENT_HELP = {
@@ -150,10 +191,11 @@ def _typed(text: str, default, name: str):
 
 def launch_description(system: str):
     """A launch_ros LaunchDescription for ``ros2 launch`` (imports launch only here)."""
-    from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
+
+    from launch import LaunchDescription
 
     args = launch_arguments(system)
 

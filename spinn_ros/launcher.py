@@ -23,16 +23,15 @@ from . import launch_spec
 from .launch_spec import NodeSpec
 
 
-class NodeProcess:
-    """One node as a child process in its own process group."""
+class ChildProcess:
+    """A child process in its own process group, its output collected line by line."""
 
-    def __init__(self, spec: NodeSpec, env: dict | None = None, sink: Callable[[str], None] | None = None,
-                 python: str = sys.executable):
-        self.spec = spec
+    def __init__(self, name: str, argv: list[str], env: dict | None = None, sink: Callable[[str], None] | None = None):
+        self.name = name
         self.lines: list[str] = []
         self._sink = sink
         self.proc = subprocess.Popen(
-            spec.command(python), env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+            argv, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, bufsize=1, start_new_session=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -42,7 +41,7 @@ class NodeProcess:
             line = line.rstrip("\n")
             self.lines.append(line)
             if self._sink:
-                self._sink(f"[{self.spec.name}] {line}")
+                self._sink(f"[{self.name}] {line}")
 
     @property
     def output(self) -> str:
@@ -71,6 +70,21 @@ class NodeProcess:
                 continue
         return self.wait()
 
+    def kill(self) -> int:
+        """SIGKILL: a crash, not a shutdown."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        return self.wait()
+
+
+class NodeProcess(ChildProcess):
+    """One ROS node (from its launch spec) as a child process."""
+
+    def __init__(self, spec: NodeSpec, env: dict | None = None, sink: Callable[[str], None] | None = None,
+                 python: str = sys.executable):
+        self.spec = spec
+        super().__init__(spec.name, spec.command(python), env, sink)
+
 
 class ProcessGroup:
     """Several nodes started together and always stopped together."""
@@ -95,7 +109,7 @@ class ProcessGroup:
         return next((p for p in self.procs if p.poll() not in (None, 0)), None)
 
     def stop(self) -> dict[str, int]:
-        return {p.spec.name: p.stop() for p in self.procs}
+        return {p.name: p.stop() for p in self.procs}
 
 
 def parse_launch_args(pairs: list[str]) -> dict[str, str]:
@@ -131,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.is_set() and any(p.poll() is None for p in group.procs):
             bad = group.failed()
             if bad:
-                print(f"[launch] {bad.spec.name} exited with status {bad.poll()}; stopping the others", flush=True)
+                print(f"[launch] {bad.name} exited with status {bad.poll()}; stopping the others", flush=True)
                 break
             time.sleep(0.2)
     except KeyboardInterrupt:

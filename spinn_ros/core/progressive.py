@@ -99,11 +99,12 @@ def _run_to_first_exit(model: EarlyExitNet, x: torch.Tensor, start: int) -> Exit
 
 
 @torch.inference_mode()
-def run_tail(model: EarlyExitNet, x: torch.Tensor, split: int, threshold: float) -> list[ExitDecision]:
+def run_tail(model: EarlyExitNet, x: torch.Tensor, split: int, threshold) -> list[ExitDecision]:
     """Complete a batch of offloaded activations from ``split`` with early exits.
 
-    Each row leaves at its own first confident exit; confident rows are removed from
-    the batch so later stages only run on the frames that still need them.
+    ``threshold`` is one float or one per row (drones in a batch may ask for
+    different ones). Each row leaves at its own first confident exit; confident rows
+    are removed from the batch so later stages only run on the frames that still need them.
     """
     model.check_split(split)
     if split == model.num_stages:
@@ -115,19 +116,23 @@ def run_tail(model: EarlyExitNet, x: torch.Tensor, split: int, threshold: float)
         raise ValueError(f"tail from split {split} expects Bx{'x'.join(map(str, want))}, got {tuple(x.shape)}")
     answers: list[ExitDecision | None] = [None] * x.shape[0]
     pending = torch.arange(x.shape[0])
+    thresholds = torch.as_tensor(threshold, dtype=torch.float64).expand(x.shape[0]).clone()  # as the head compares
     for stage in range(split, model.num_stages):
         x = model.run_stage(stage, x)
         e = model.exit_index_at(stage)
         if e is None:
             continue
         out = decode_exit(model.run_exit(e, x))
-        leave = torch.ones_like(out.confidence, dtype=torch.bool) if _is_final_exit(model, e) else out.confidence >= threshold
+        if _is_final_exit(model, e):
+            leave = torch.ones_like(out.confidence, dtype=torch.bool)
+        else:
+            leave = out.confidence.double() >= thresholds
         for row in torch.nonzero(leave).flatten().tolist():
             answers[int(pending[row])] = _row(e, out, row)
         if bool(leave.all()):
             break
         keep = ~leave
-        x, pending = x[keep], pending[keep]
+        x, pending, thresholds = x[keep], pending[keep], thresholds[keep]
     return answers  # type: ignore[return-value]
 
 

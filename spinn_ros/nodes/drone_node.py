@@ -2,9 +2,17 @@
 
 Topics (relative, so a namespace or remapping places them):
   in   image               sensor_msgs/Image (sensor-data QoS; rgb8, bgr8, mono8)
+  in   spinn/plan          spinn_ros/SplitPlan (reliable, transient local) from the monitor
   out  spinn/result        spinn_ros/InferenceResult (stamp = source image stamp)
   out  cmd_vel             geometry_msgs/TwistStamped (stamp = source image stamp)
   out  /diagnostics        diagnostic_msgs/DiagnosticArray
+
+Frame flow: the head runs stages [0, split) with its exits. A confident exit (or
+the final one) answers at once, final. Otherwise the deepest device exit answers at
+once as *provisional* and the split activation goes to the cloud over Zenoh; the
+cloud's answer, if it comes before the frame's deadline, is published as final
+with the same stamp; if not (or on any failure) the device answer is published
+again as final (source DEVICE_FALLBACK). Control never waits on the network.
 
 The camera callback only drops the frame into a one-slot mailbox; a worker thread
 runs the model, so a slow frame never blocks the camera and a frame arriving while
@@ -23,18 +31,23 @@ from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import Image
 
-from spinn_ros.msg import InferenceResult
+from spinn_ros.msg import InferenceResult, SplitPlan
 
-from ..core.controller import Command, ControllerConfig, DroNetController
+from ..core import codec
+from ..core.controller import ControllerConfig, DroNetController
 from ..core.frame_slot import LatestSlot
 from ..core.model_ref import load_model
+from ..core.offload import InFlight, OffloadTracker
 from ..core.preprocess import UnsupportedImage, to_model_input
-from ..core.progressive import ExitDecision, run_head
+from ..core.progressive import ExitDecision, HeadResult, run_head, run_tail
 from ..ros import diagnostics as diag
 from ..ros import qos
 from ..ros.images import image_pixels
 from ..ros.node_main import run_node
-from ..ros.params import Param, ParameterError, declare, in_range, non_empty, on_change
+from ..ros.params import Param, ParameterError, declare, in_range, non_empty, on_change, one_of, zenoh_params
+
+ENCODINGS = {f"{d}-{c}": (codec.Dtype[d.upper()], codec.Codec[c.upper()])
+             for d in ("f32", "f16", "u8") for c in ("none", "lz4", "zstd")}
 
 PARAMS = [
     Param("checkpoint", "default", "model: 'default' (shipped), a checkpoint path, or random:<size>:<seed>",
@@ -47,6 +60,18 @@ PARAMS = [
           in_range(1, 64), read_only=True),
     Param("diagnostics_period_s", 1.0, "period of /diagnostics messages, seconds",
           in_range(0.05, 60.0), read_only=True),
+    Param("follow_plans", True, "apply SplitPlan messages from the monitor (split and threshold)"),
+    Param("cloud.enabled", False, "offload frames no device exit is confident about to a cloud over Zenoh",
+          read_only=True),
+    Param("cloud.deadline_ms", 200.0, "latency budget per frame from its arrival; later cloud answers are discarded",
+          in_range(1.0, 10000.0)),
+    Param("cloud.late_grace_ms", 500.0, "keep a query open this long past its deadline, to count late replies",
+          in_range(0.0, 10000.0)),
+    Param("cloud.max_in_flight", 4, "offloads outstanding at once; beyond it the device answers alone",
+          in_range(1, 64), read_only=True),
+    Param("cloud.encoding", "u8-lz4", "split tensor encoding on the wire: <f32|f16|u8>-<none|lz4|zstd>",
+          one_of(*ENCODINGS)),
+    *zenoh_params(connect="tcp/127.0.0.1:7447"),
     Param("controller.max_forward_speed", 1.0, "forward speed at collision probability 0, m/s",
           in_range(0.0, 20.0)),
     Param("controller.max_yaw_rate", 1.0, "yaw rate at |steering| = 1, rad/s", in_range(0.0, 10.0)),
@@ -65,22 +90,41 @@ PARAMS = [
 class Frame:
     msg: Image
     seq: int
-    received_ns: int
+    arrived_ns: int            # time.monotonic_ns() at the camera callback
 
 
 @dataclass(frozen=True)
 class Policy:
-    """Split and threshold, swapped as one object so a frame never sees half a change."""
+    """Split, threshold and whether to offload, swapped as one object between frames."""
 
     split: int
     threshold: float
     plan_id: int = 0
+    offload: bool = True
+
+
+@dataclass
+class Pending:
+    """What finishing an offloaded frame needs, whichever way it ends."""
+
+    policy: Policy
+    provisional: ExitDecision | None
+    activation: torch.Tensor
+    device_s: float
+
+
+@dataclass
+class DeviceFallback:
+    """Urgent worker job: finish a frame on the drone (its offload failed, no device exit)."""
+
+    job: InFlight
 
 
 class DroneNode(Node):
     def __init__(self, **kwargs):
         super().__init__("spinn_drone", **kwargs)
         p = declare(self, PARAMS)
+        self.p = p
         torch.set_num_threads(p["torch_threads"])
         try:
             self.model, self.model_id = load_model(p["checkpoint"])
@@ -93,28 +137,48 @@ class DroneNode(Node):
         self.result_pub = self.create_publisher(InferenceResult, "spinn/result", qos.RESULTS)
         self.cmd_pub = self.create_publisher(TwistStamped, "cmd_vel", qos.RESULTS)
         self.diag_pub = self.create_publisher(diag.DiagnosticArray, "/diagnostics", qos.RESULTS)
-        self.create_subscription(Image, "image", self._on_image, qos.SENSOR)
+        self.create_subscription(SplitPlan, "spinn/plan", self._on_plan, qos.LATCHED)
 
         now = time.monotonic()
         self.frames_in = diag.RateCounter(now)
         self.results_out = diag.RateCounter(now)
         self.rejected = 0
         self.exit_hist = np.zeros(self.model.num_exits, dtype=np.int64)
+        self.source_hist = np.zeros(3, dtype=np.int64)     # by InferenceResult.SOURCE_*
         self._seq = 0
         self._last_result_ns = self.get_clock().now().nanoseconds
         self._hovering = False
         self._cmd_lock = threading.Lock()
         self.slot = LatestSlot()
+        self.link = None
+        self.tracker = OffloadTracker(p["cloud.max_in_flight"], self._on_expired)
+        if p["cloud.enabled"]:
+            self.link = self._open_link(p)
+
         self._stop = threading.Event()
         self.worker = threading.Thread(target=self._work, name="spinn-head", daemon=True)
         self.worker.start()
+        self.create_subscription(Image, "image", self._on_image, qos.SENSOR)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
         self.create_timer(min(0.05, p["controller.timeout_s"] / 2), self._watchdog)
         self.get_logger().info(
             f"model {self.model_id} ({self.model.spec.name}, {self.model.num_stages} stages, "
-            f"{self.model.num_exits} exits), split {self.policy.split}, threshold {self.policy.threshold}")
+            f"{self.model.num_exits} exits), split {self.policy.split}, threshold {self.policy.threshold}, "
+            f"cloud {'via Zenoh ' + self.link.key if self.link else 'disabled'}")
 
-    # -- parameters ---------------------------------------------------------------
+    # -- set-up -----------------------------------------------------------------------------
+    def _open_link(self, p: dict):
+        from ..transport.zenoh_link import DroneLink, settings_from_params
+
+        try:
+            settings = settings_from_params(p)
+        except ValueError as exc:
+            raise ParameterError(f"zenoh parameters: {exc}") from exc
+        return DroneLink(settings, self.get_namespace(), self._on_clouds)
+
+    def _on_clouds(self, alive: set[str]) -> None:
+        self.get_logger().info(f"cloud servers alive: {sorted(alive) or 'none (device answers alone)'}")
+
     def _resolve_split(self, split: int) -> int:
         n = self.model.num_stages
         split = n if split == -1 else split
@@ -133,25 +197,53 @@ class DroneNode(Node):
         except ParameterError as exc:
             return str(exc)
         threshold = changed.get("exit_threshold", self.policy.threshold)
-        self.policy = Policy(split, threshold, self.policy.plan_id)
-        ctrl = {k: v for k, v in changed.items() if k.startswith("controller.")}
-        if ctrl:
-            current = {f"controller.{k}": v for k, v in vars(self.controller.config).items()}
-            self.controller.config = self._controller_config({**current, **ctrl})
+        self.p.update(changed)
+        self.policy = Policy(split, threshold, self.policy.plan_id, self.policy.offload)
+        if any(k.startswith("controller.") for k in changed):
+            self.controller.config = self._controller_config(self.p)
         return None
 
-    # -- camera path: never blocks ---------------------------------------------------
+    def _on_plan(self, plan: SplitPlan) -> None:
+        if not self.p["follow_plans"]:
+            return
+        if plan.model_id and plan.model_id != self.model_id:
+            self.get_logger().warn(f"ignoring plan {plan.plan_id} for model {plan.model_id} (running {self.model_id})",
+                                   throttle_duration_sec=10.0)
+            return
+        if not 0 <= plan.split_point <= self.model.num_stages or not 0 < plan.exit_threshold <= 1:
+            self.get_logger().error(f"ignoring invalid plan {plan.plan_id}: split {plan.split_point}, "
+                                    f"threshold {plan.exit_threshold}")
+            return
+        # one assignment: the worker reads self.policy once per frame, so no frame mixes plans
+        self.policy = Policy(plan.split_point, plan.exit_threshold, plan.plan_id, plan.offload)
+        self.get_logger().info(f"plan {plan.plan_id}: split {plan.split_point}, threshold "
+                               f"{plan.exit_threshold:.2f}, offload {plan.offload} ({plan.reason})")
+
+    # -- camera path: never blocks ------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
         self._seq += 1
         self.frames_in.tick()
-        self.slot.put(Frame(msg, self._seq, self.get_clock().now().nanoseconds))
+        self.slot.put(Frame(msg, self._seq, time.monotonic_ns()))
 
-    # -- inference worker ---------------------------------------------------------------
+    # -- inference worker -------------------------------------------------------------------
     def _work(self) -> None:
         while not self._stop.is_set():
-            frame = self.slot.take(timeout=0.1)
-            if frame is not None:
-                self._process(frame)
+            item = self.slot.take(timeout=0.1)
+            if isinstance(item, DeviceFallback):
+                self._finish_tail_on_device(item.job)
+            elif item is not None:
+                self._process(item)
+
+    def _can_offload(self, policy: Policy) -> bool:
+        if self.link is None or not policy.offload or policy.split >= self.model.num_stages:
+            return False
+        if not self.link.cloud_available:
+            self.tracker.counters.skipped_no_cloud += 1
+            return False
+        if not self.tracker.has_room():
+            self.tracker.counters.skipped_full += 1
+            return False
+        return True
 
     def _process(self, frame: Frame) -> None:
         try:
@@ -162,43 +254,110 @@ class DroneNode(Node):
             self.get_logger().warn(f"rejected image (frame {frame.seq}): {exc}", throttle_duration_sec=5.0)
             return
         policy = self.policy
-        head = run_head(self.model, x, policy.split, policy.threshold, offload=False)
-        self._publish(frame, head.final, policy, provisional=False, source=InferenceResult.SOURCE_DEVICE,
-                      device_s=head.compute_s)
+        head = run_head(self.model, x, policy.split, policy.threshold, offload=self._can_offload(policy))
+        if head.final is not None:
+            self._publish(frame, head.final, policy, InferenceResult.SOURCE_DEVICE, device_s=head.compute_s)
+            return
+        if head.provisional is not None:
+            self._publish(frame, head.provisional, policy, InferenceResult.SOURCE_DEVICE, device_s=head.compute_s,
+                          provisional=True)
+        self._offload(frame, policy, head)
 
-    def _publish(self, frame: Frame, d: ExitDecision, policy: Policy, *, provisional: bool, source: int,
-                 device_s: float) -> None:
-        res = InferenceResult()
-        res.header = frame.msg.header
-        res.frame_seq = frame.seq
-        res.collision_probability = d.collision_prob
-        res.steering = d.steering
-        res.exit_index = d.exit_index
-        res.num_exits = self.model.num_exits
-        res.confidence = d.confidence
-        res.provisional = provisional
-        res.source = source
-        res.split_point = policy.split
-        res.exit_threshold = policy.threshold
-        res.plan_id = policy.plan_id
-        res.device_compute_ms = device_s * 1e3
+    # -- offloading -------------------------------------------------------------------------
+    def _offload(self, frame: Frame, policy: Policy, head: HeadResult) -> None:
+        deadline = frame.arrived_ns + int(self.p["cloud.deadline_ms"] * 1e6)
+        job = self.tracker.begin(frame, Pending(policy, head.provisional, head.activation, head.compute_s), deadline)
+        if job is None:   # cannot happen with one worker (room was checked), but never lose a frame
+            self._finish_tail_on_device_now(frame, Pending(policy, head.provisional, head.activation, head.compute_s))
+            return
+        dtype, compression = ENCODINGS[self.p["cloud.encoding"]]
+        act = head.activation
+        if policy.split == 0:   # the cloud-only path sends the (model-sized) frame itself
+            dtype, act = codec.Dtype.FRAME, (act[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        remaining_s = (deadline - time.monotonic_ns()) / 1e9
+        frame_bytes = codec.encode_request(act, request_id=job.request_id, model_id=self.model_id, split=policy.split,
+                                           exit_threshold=policy.threshold, dtype=dtype, codec=compression,
+                                           budget_ms=max(remaining_s, 0.0) * 1e3)
+        job.wire_bytes = len(frame_bytes)
+        timeout = remaining_s + self.p["cloud.late_grace_ms"] / 1e3
+        self.link.request(frame_bytes, timeout, lambda payload, why: self._on_reply(job.request_id, payload, why))
+
+    def _on_reply(self, request_id: int, payload: bytes | None, why: str | None) -> None:
+        """From a Zenoh thread: publish the refined answer, or fall back on the device."""
+        reply = None
+        if payload is not None:
+            try:
+                reply = codec.decode_reply(payload, num_exits=self.model.num_exits)
+            except codec.WireError as exc:
+                why = f"undecodable reply: {exc}"
+            if isinstance(reply, codec.ErrorReply):
+                why, reply = f"cloud error {getattr(reply.code, 'name', reply.code)}: {reply.message}", None
+        job = self.tracker.finish(request_id, ok=reply is not None)
+        if job is None:
+            return      # late (already finished on the device) or unknown: discarded
+        if reply is None:
+            self.get_logger().warn(f"offload of frame {job.frame.seq} failed: {why}", throttle_duration_sec=5.0)
+            self._finish_on_device(job)
+            return
+        rtt_ms = (time.monotonic_ns() - job.sent_ns) / 1e6
+        decision = ExitDecision(reply.exit_index, reply.collision_prob, reply.confidence, reply.steering,
+                                reply.steering_bin)
+        ctx: Pending = job.context
+        self._publish(job.frame, decision, ctx.policy, InferenceResult.SOURCE_CLOUD, device_s=ctx.device_s,
+                      network_ms=max(rtt_ms - reply.compute_ms - reply.queue_ms, 0.0), cloud_ms=reply.compute_ms,
+                      queue_ms=reply.queue_ms, wire_bytes=job.wire_bytes)
+
+    def _on_expired(self, job: InFlight) -> None:
+        self._finish_on_device(job)
+
+    def _finish_on_device(self, job: InFlight) -> None:
+        """The frame's answer is the device's: the provisional one, or (none) compute the tail here."""
+        ctx: Pending = job.context
+        if ctx.provisional is not None:
+            self._publish(job.frame, ctx.provisional, ctx.policy, InferenceResult.SOURCE_DEVICE_FALLBACK,
+                          device_s=ctx.device_s, wire_bytes=job.wire_bytes)
+        else:
+            self.slot.put_urgent(DeviceFallback(job))
+
+    def _finish_tail_on_device(self, job: InFlight) -> None:
+        self._finish_tail_on_device_now(job.frame, job.context, job.wire_bytes)
+
+    def _finish_tail_on_device_now(self, frame: Frame, ctx: Pending, wire_bytes: int = 0) -> None:
+        t0 = time.perf_counter()
+        decision = run_tail(self.model, ctx.activation, ctx.policy.split, ctx.policy.threshold)[0]
+        self._publish(frame, decision, ctx.policy, InferenceResult.SOURCE_DEVICE_FALLBACK,
+                      device_s=ctx.device_s + time.perf_counter() - t0, wire_bytes=wire_bytes)
+
+    # -- output -----------------------------------------------------------------------------
+    def _publish(self, frame: Frame, d: ExitDecision, policy: Policy, source: int, *, device_s: float,
+                 provisional: bool = False, network_ms: float = 0.0, cloud_ms: float = 0.0, queue_ms: float = 0.0,
+                 wire_bytes: int = 0) -> None:
+        stamp_ns = Time.from_msg(frame.msg.header.stamp).nanoseconds
         now_ns = self.get_clock().now().nanoseconds
-        res.latency_ms = (now_ns - Time.from_msg(frame.msg.header.stamp).nanoseconds) / 1e6
+        res = InferenceResult(
+            header=frame.msg.header, frame_seq=frame.seq, collision_probability=d.collision_prob,
+            steering=d.steering, exit_index=d.exit_index, num_exits=self.model.num_exits, confidence=d.confidence,
+            provisional=provisional, source=source, split_point=policy.split, exit_threshold=policy.threshold,
+            plan_id=policy.plan_id, device_compute_ms=device_s * 1e3, network_ms=network_ms,
+            offload_bytes=wire_bytes, cloud_compute_ms=cloud_ms, cloud_queue_ms=queue_ms,
+            latency_ms=(now_ns - stamp_ns) / 1e6)
         self.result_pub.publish(res)
         if not provisional:
             self.exit_hist[d.exit_index] += 1
+            self.source_hist[source] += 1
             self.results_out.tick()
         with self._cmd_lock:
             self._last_result_ns = now_ns
             self._hovering = False
-            cmd = self.controller.update(d.collision_prob, d.steering, Time.from_msg(frame.msg.header.stamp).nanoseconds)
-        self._publish_command(cmd, frame.msg.header)
+            cmd = self.controller.update(d.collision_prob, d.steering, stamp_ns)
+        if cmd.reason != "stale":
+            self._publish_command(cmd.forward_speed, cmd.yaw_rate, frame.msg.header)
 
-    def _publish_command(self, cmd: Command, header) -> None:
+    def _publish_command(self, forward_speed: float, yaw_rate: float, header) -> None:
         msg = TwistStamped()
         msg.header = header
-        msg.twist.linear.x = float(cmd.forward_speed)
-        msg.twist.angular.z = float(cmd.yaw_rate)
+        msg.twist.linear.x = float(forward_speed)
+        msg.twist.angular.z = float(yaw_rate)
         self.cmd_pub.publish(msg)
 
     def _watchdog(self) -> None:
@@ -212,10 +371,11 @@ class DroneNode(Node):
             cmd = self.controller.hover()
         header = InferenceResult().header
         header.stamp = now.to_msg()
-        self._publish_command(cmd, header)
+        self._publish_command(cmd.forward_speed, cmd.yaw_rate, header)
 
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
+        c = self.tracker.counters
         values = {
             "input_rate_hz": self.frames_in.rate(now),
             "output_rate_hz": self.results_out.rate(now),
@@ -224,13 +384,21 @@ class DroneNode(Node):
             "frames_dropped_busy": self.slot.dropped,
             "images_rejected": self.rejected,
             "exit_histogram": " ".join(map(str, self.exit_hist.tolist())),
+            "answered_device": int(self.source_hist[InferenceResult.SOURCE_DEVICE]),
+            "answered_cloud": int(self.source_hist[InferenceResult.SOURCE_CLOUD]),
+            "answered_fallback": int(self.source_hist[InferenceResult.SOURCE_DEVICE_FALLBACK]),
+            "offloads_sent": c.sent, "offloads_in_flight": self.tracker.in_flight,
+            "offloads_late": c.late, "offloads_failed": c.failed, "offloads_expired": c.expired,
+            "offload_skipped_no_cloud": c.skipped_no_cloud, "offload_skipped_full": c.skipped_full,
+            "cloud_alive": sorted(self.link.clouds.alive) if self.link else "disabled",
             "split_point": self.policy.split,
             "exit_threshold": self.policy.threshold,
             "plan_id": self.policy.plan_id,
             "model_id": self.model_id,
         }
-        level = diag.WARN if self.rejected else diag.OK
-        msg = "images rejected" if self.rejected else "ok"
+        level, msg = diag.OK, "ok"
+        if self.rejected:
+            level, msg = diag.WARN, "images rejected"
         self.diag_pub.publish(diag.make_array(self.get_clock().now().to_msg(), f"{self.get_name()}: head",
                                               self.model_id, level, msg, values))
 
@@ -238,6 +406,9 @@ class DroneNode(Node):
         self._stop.set()
         self.slot.close()
         self.worker.join(timeout=5.0)
+        self.tracker.close()
+        if self.link is not None:
+            self.link.close()
 
 
 def main(args=None) -> int:

@@ -15,7 +15,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
 from spinn_ros.launch_spec import NodeSpec
-from spinn_ros.launcher import NodeProcess
+from spinn_ros.launcher import ChildProcess, NodeProcess
 
 SHM = Path("/dev/shm")
 
@@ -54,7 +54,7 @@ class RosHarness:
         self.executor.add_node(self.node)
         self._spinner = threading.Thread(target=self._spin, daemon=True)
         self._spinner.start()
-        self.procs: list[NodeProcess] = []
+        self.procs: list[ChildProcess] = []
 
     def _spin(self) -> None:
         try:
@@ -64,6 +64,12 @@ class RosHarness:
 
     def start(self, spec: NodeSpec) -> NodeProcess:
         proc = NodeProcess(spec, env=self.env, sink=None)
+        self.procs.append(proc)
+        return proc
+
+    def start_command(self, name: str, argv: list[str]) -> ChildProcess:
+        """A non-ROS child (e.g. the ROS-free cloud server) with this run's environment."""
+        proc = ChildProcess(name, argv, env=self.env, sink=None)
         self.procs.append(proc)
         return proc
 
@@ -86,7 +92,7 @@ class RosHarness:
                        f"{count} publisher(s) on {endpoint.topic_name}")
 
     def close(self) -> dict[str, int]:
-        codes = {p.spec.name: p.stop() for p in self.procs}
+        codes = {p.name: p.stop() for p in self.procs}
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)

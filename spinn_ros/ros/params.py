@@ -102,3 +102,15 @@ def on_change(specs: list[Param], apply: Callable[[dict[str, Any]], str | None] 
         return SetParametersResult(successful=True)
 
     return callback
+
+
+def zenoh_params(connect: str = "", listen: str = "") -> list[Param]:
+    """The Zenoh session parameters every node that talks to the cloud declares."""
+    return [
+        Param("zenoh.mode", "peer", "Zenoh session mode: peer or client", one_of("peer", "client")),
+        Param("zenoh.connect", connect, "comma-separated endpoints to connect to, e.g. tcp/10.0.0.2:7447"),
+        Param("zenoh.listen", listen, "comma-separated endpoints to listen on, e.g. tcp/0.0.0.0:7447"),
+        Param("zenoh.key_prefix", "spinn", "first chunk(s) of every key expression", non_empty),
+        Param("zenoh.shared_memory", False, "Zenoh shared memory (keep off when a real link is meant)"),
+        Param("zenoh.lease_ms", 2000, "a silent link is declared dead after about this long, ms", in_range(100, 60000)),
+    ]

@@ -1,6 +1,5 @@
 """QoS profiles, named once: camera input like image_pipeline, plans like latched topics."""
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 #: camera frames: best effort, keep last 5 (rclpy's sensor-data profile)
 SENSOR = qos_profile_sensor_data

@@ -1,0 +1,1 @@
+"""Adapters that carry offloaded tensors between drone and cloud (Zenoh)."""

@@ -1,0 +1,242 @@
+"""The Zenoh side of offloading: session set-up, key space, and the drone's and
+cloud's ends of the request path. The only module besides the cloud server that
+imports zenoh; it knows nothing of ROS and nothing of tensors (bytes in, bytes out).
+
+Key space (``<p>`` = key prefix, ``<drone>`` = the drone's namespace, ``<cloud>`` = a
+cloud server's name):
+
+  <p>/tail/<drone>          query: an offload request frame; reply: a reply frame
+  <p>/alive/cloud/<cloud>   liveliness token of each cloud server
+  <p>/load/<cloud>          put, ~2 Hz: the server's load as JSON
+  <p>/probe/<cloud>         query: link probe; the reply echoes the payload size asked for
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import zenoh
+
+_NAME = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+def key_name(ns: str) -> str:
+    """A ROS namespace or node name as one key-expression chunk ('/' and wildcards removed)."""
+    name = _NAME.sub("_", ns.strip("/"))
+    return name or "default"
+
+
+def tail_key(prefix: str, drone: str) -> str:
+    return f"{prefix}/tail/{key_name(drone)}"
+
+
+def alive_key(prefix: str, cloud: str = "*") -> str:
+    return f"{prefix}/alive/cloud/{cloud if cloud == '*' else key_name(cloud)}"
+
+
+def load_key(prefix: str, cloud: str = "*") -> str:
+    return f"{prefix}/load/{cloud if cloud == '*' else key_name(cloud)}"
+
+
+def probe_key(prefix: str, cloud: str = "*") -> str:
+    return f"{prefix}/probe/{cloud if cloud == '*' else key_name(cloud)}"
+
+
+@dataclass(frozen=True)
+class ZenohSettings:
+    """What a node needs to join the drone<->cloud Zenoh network."""
+
+    mode: str = "peer"                      # "peer" or "client" (a client needs a router or a peer to connect to)
+    connect: tuple[str, ...] = ()           # e.g. ("tcp/10.0.0.2:7447",)
+    listen: tuple[str, ...] = ()            # e.g. ("tcp/0.0.0.0:7447",) on the cloud
+    key_prefix: str = "spinn"
+    shared_memory: bool = False             # off: a real link must carry the bytes (SHM bypasses it on one host)
+    multicast_scouting: bool = False        # off: endpoints are explicit, nothing floods the LAN
+    lease_ms: int = 2000                    # a silent link is declared dead after about this long
+    retry_init_ms: int = 200                # reconnect quickly after the cloud comes back
+    retry_max_ms: int = 1000
+    extra: dict = field(default_factory=dict)  # any other zenoh config path -> JSON value
+
+    def __post_init__(self):
+        if self.mode not in ("peer", "client"):
+            raise ValueError(f"zenoh mode must be 'peer' or 'client', got {self.mode!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*", self.key_prefix):
+            raise ValueError(f"zenoh key prefix must be plain chunks separated by '/', got {self.key_prefix!r}")
+        if self.mode == "client" and not self.connect:
+            raise ValueError("zenoh client mode needs at least one connect endpoint")
+        for ep in (*self.connect, *self.listen):
+            if not re.fullmatch(r"(tcp|udp|tls|quic|unixsock-stream|ws)/.+", ep):
+                raise ValueError(f"bad zenoh endpoint {ep!r}: expected e.g. tcp/127.0.0.1:7447")
+        if self.lease_ms < 100:
+            raise ValueError(f"zenoh lease must be >= 100 ms, got {self.lease_ms}")
+
+    def config(self) -> zenoh.Config:
+        conf = zenoh.Config()
+        retry = {"period_init_ms": self.retry_init_ms, "period_max_ms": self.retry_max_ms, "period_increase_factor": 2}
+        entries = {
+            "mode": self.mode,
+            "connect/endpoints": list(self.connect),
+            "connect/retry": retry,
+            "transport/shared_memory/enabled": self.shared_memory,
+            "scouting/multicast/enabled": self.multicast_scouting,
+            "transport/link/tx/lease": self.lease_ms,
+            **self.extra,
+        }
+        if self.listen:
+            entries["listen/endpoints"] = list(self.listen)
+        for path, value in entries.items():
+            conf.insert_json5(path, json.dumps(value))
+        return conf
+
+
+def open_session(settings: ZenohSettings) -> zenoh.Session:
+    return zenoh.open(settings.config())
+
+
+class CloudWatch:
+    """Which cloud servers are alive, from their liveliness tokens (history included)."""
+
+    def __init__(self, session: zenoh.Session, prefix: str, on_change: Callable[[set[str]], None] | None = None):
+        self._alive: set[str] = set()
+        self._lock = threading.Lock()
+        self._on_change = on_change
+        self.changed_at = time.monotonic()
+        self._sub = session.liveliness().declare_subscriber(alive_key(prefix), self._on_sample, history=True)
+
+    def _on_sample(self, sample: zenoh.Sample) -> None:
+        name = str(sample.key_expr).rsplit("/", 1)[-1]
+        with self._lock:
+            if sample.kind == zenoh.SampleKind.PUT:
+                self._alive.add(name)
+            else:
+                self._alive.discard(name)
+            alive = set(self._alive)
+            self.changed_at = time.monotonic()
+        if self._on_change:
+            self._on_change(alive)
+
+    @property
+    def alive(self) -> set[str]:
+        with self._lock:
+            return set(self._alive)
+
+    def close(self) -> None:
+        self._sub.undeclare()
+
+
+Outcome = Callable[[bytes | None, str | None], None]  # (reply frame, or None and why)
+
+
+class DroneLink:
+    """The drone's end: asynchronous offload queries, sent only while a cloud is alive."""
+
+    def __init__(self, settings: ZenohSettings, drone: str, on_cloud_change: Callable[[set[str]], None] | None = None):
+        self.settings = settings
+        self.key = tail_key(settings.key_prefix, drone)
+        self.session = open_session(settings)
+        self.clouds = CloudWatch(self.session, settings.key_prefix, on_cloud_change)
+
+    @property
+    def cloud_available(self) -> bool:
+        return bool(self.clouds.alive)
+
+    def request(self, frame: bytes, timeout_s: float, done: Outcome) -> None:
+        """Send ``frame``; ``done`` is called exactly once, from a Zenoh thread, with the
+        reply's bytes, or with None and a reason (error reply, timeout, no cloud)."""
+        state = {"answered": False}
+        lock = threading.Lock()
+
+        def finish(payload, why):
+            with lock:
+                if state["answered"]:
+                    return
+                state["answered"] = True
+            done(payload, why)
+
+        def on_reply(reply: zenoh.Reply) -> None:
+            if reply.ok is not None:
+                finish(reply.ok.payload.to_bytes(), None)
+            else:
+                finish(None, f"zenoh error reply: {reply.err.payload.to_bytes()[:200]!r}")
+
+        def on_end() -> None:
+            finish(None, "no reply before the query timed out")
+
+        self.session.get(self.key, zenoh.handlers.Callback(on_reply, on_end), payload=frame,
+                         timeout=max(timeout_s, 0.001), target=zenoh.QueryTarget.BEST_MATCHING,
+                         consolidation=zenoh.ConsolidationMode.NONE)
+
+    def close(self) -> None:
+        self.clouds.close()
+        self.session.close()
+
+
+@dataclass
+class IncomingQuery:
+    """A request as the cloud server sees it; ``respond`` may be called from any thread, once."""
+
+    payload: bytes
+    drone: str
+    arrived_ns: int
+    respond: Callable[[bytes], None]
+
+
+class CloudEndpoint:
+    """The cloud's end: a queryable for every drone's tail key, its liveliness token,
+    and periodic load puts. Requests are handed to ``on_query`` and answered later,
+    from whatever thread finishes them (the batching worker)."""
+
+    def __init__(self, settings: ZenohSettings, name: str, on_query: Callable[[IncomingQuery], None]):
+        self.settings = settings
+        self.name = key_name(name)
+        self.session = open_session(settings)
+        prefix = settings.key_prefix
+        self._on_query = on_query
+        self._queryable = self.session.declare_queryable(f"{prefix}/tail/*", self._handle, complete=True)
+        self._probe = self.session.declare_queryable(probe_key(prefix, self.name), self._handle_probe)
+        self._load_pub = self.session.declare_publisher(load_key(prefix, self.name))
+        self._token = self.session.liveliness().declare_token(alive_key(prefix, self.name))
+
+    def _handle(self, query: zenoh.Query) -> None:
+        key = str(query.key_expr)
+        payload = query.payload.to_bytes() if query.payload is not None else b""
+        responded = threading.Lock()
+
+        def respond(frame: bytes) -> None:
+            if not responded.acquire(blocking=False):
+                return
+            try:
+                query.reply(key, frame)
+            finally:
+                query.drop()   # finalise now: the drone's get() completes without waiting for GC
+
+        self._on_query(IncomingQuery(payload, key.rsplit("/", 1)[-1], time.time_ns(), respond))
+
+    def _handle_probe(self, query: zenoh.Query) -> None:
+        """Echo a reply of the size asked for (``?size=N``), so the monitor can time both directions."""
+        with query:
+            try:
+                size = min(int(query.parameters.get("size") or 0), 1 << 20)
+            except ValueError:
+                size = 0
+            query.reply(str(query.key_expr), bytes(size))
+
+    def publish_load(self, load: dict) -> None:
+        self._load_pub.put(json.dumps(load))
+
+    def close(self) -> None:
+        for entity in (self._token, self._load_pub, self._probe, self._queryable):
+            entity.undeclare()
+        self.session.close()
+
+
+def settings_from_params(p: dict) -> ZenohSettings:
+    """ZenohSettings from a node's declared ``zenoh.*`` parameters (see ros/params.zenoh_params)."""
+    split = lambda text: tuple(e.strip() for e in text.split(",") if e.strip())  # noqa: E731
+    return ZenohSettings(mode=p["zenoh.mode"], connect=split(p["zenoh.connect"]), listen=split(p["zenoh.listen"]),
+                         key_prefix=p["zenoh.key_prefix"], shared_memory=p["zenoh.shared_memory"],
+                         lease_ms=p["zenoh.lease_ms"])
