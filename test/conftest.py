@@ -17,7 +17,7 @@ torch.set_num_threads(1)
 def ros():
     """A RosHarness on this run's domain; on teardown every node must have exited
     cleanly (status 0 after SIGINT) and no FastDDS shared-memory file may be left."""
-    from spinn_ros.ros.harness import RosHarness, domain_id_for_run, fastdds_shm_files
+    from spinn_ros.ros.harness import RosHarness, domain_id_for_run, fastdds_shm_files, orphaned_shm_files
 
     before = fastdds_shm_files()
     harness = RosHarness(domain_id_for_run())
@@ -27,5 +27,5 @@ def ros():
         codes = harness.close()
     unclean = {name: code for name, code in codes.items() if code != 0}
     assert not unclean, f"nodes did not shut down cleanly: {unclean}"
-    leftover = fastdds_shm_files() - before
+    leftover = orphaned_shm_files(before)
     assert not leftover, f"FastDDS shared-memory files left behind: {sorted(leftover)}"

@@ -7,6 +7,7 @@ import time
 import numpy as np
 from sensor_msgs.msg import Image
 
+from spinn_ros.ros.harness import wait_until
 from spinn_ros.ros.images import fill_image
 
 
@@ -61,18 +62,35 @@ def prime(pub, results, timeout=30.0) -> None:
 
 
 class Collector:
+    """Every message on a topic, with the monotonic time it arrived here (``arrived[id(msg)]``)."""
+
     def __init__(self, node, msg_type, topic, qos_profile):
         self.msgs = []
-        self.sub = node.create_subscription(msg_type, topic, self.msgs.append, qos_profile)
+        self.arrived: dict[int, float] = {}
+        self.sub = node.create_subscription(msg_type, topic, self._on_msg, qos_profile)
+
+    def _on_msg(self, msg) -> None:
+        self.arrived[id(msg)] = time.monotonic()
+        self.msgs.append(msg)
 
 
-def diagnostics_value(msgs, key):
+def diagnostics_value(msgs, key, source: str = ""):
+    """The latest value of ``key`` in DiagnosticArray messages whose status name starts with ``source``."""
     for arr in reversed(msgs):
         for st in arr.status:
+            if not st.name.startswith(source):
+                continue
             for kv in st.values:
                 if kv.key == key:
                     return kv.value
     return None
+
+
+def node_accounting(diags, node: str) -> tuple[int, int] | None:
+    """(frames received, frames dropped while busy) from a drone node's latest diagnostics."""
+    got = (diagnostics_value(diags.msgs, "frames_received", node),
+           diagnostics_value(diags.msgs, "frames_dropped_busy", node))
+    return None if None in got else (int(got[0]), int(got[1]))
 
 
 def free_port() -> int:
@@ -80,3 +98,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class FrameAccounting:
+    """Checks that every frame a drone node received (and did not drop for a newer one)
+    got exactly one final result. Camera frames are best effort, so DDS may lose a
+    few on a loaded machine; those never reach the node and are not its to answer."""
+
+    def __init__(self, node: str, diags):
+        self.node = node
+        self.diags = diags
+        seen = len(diags.msgs)
+        wait_until(lambda: len(diags.msgs) >= seen + 2 and node_accounting(diags, node) is not None, 15,
+                    f"{node}'s diagnostics")
+        self.base = node_accounting(diags, node)
+
+    def check(self, finals: int, sent: int, timeout: float = 10.0) -> None:
+        def answered_all():
+            c = node_accounting(self.diags, self.node)
+            return c is not None and (c[0] - self.base[0]) - (c[1] - self.base[1]) == finals
+
+        try:
+            wait_until(answered_all, timeout, "frames received - dropped == final results")
+        except TimeoutError:
+            raise AssertionError(f"{self.node}: accounting {node_accounting(self.diags, self.node)} from "
+                                 f"{self.base}, {finals} final results") from None
+        assert finals >= 0.9 * sent, f"{self.node}: only {finals} of {sent} frames answered"
+
+

@@ -60,7 +60,7 @@ class CloudNode(Node):
         level, msg = diag.OK, "serving"
         if self.service.server.stats.rejected:
             level, msg = diag.WARN, f"rejected frames; last: {self.service.server.stats.last_error[:120]}"
-        self.diag_pub.publish(diag.make_array(self.get_clock().now().to_msg(), f"{self.get_name()}: tails",
+        self.diag_pub.publish(diag.make_array(self.get_clock().now().to_msg(), f"{self.get_fully_qualified_name()}: tails",
                                               self.service.model_id, level, msg, load))
 
     def close(self) -> None:

@@ -29,6 +29,45 @@ def fastdds_shm_files() -> set[str]:
     return {p.name for p in SHM.glob("*") if "fastdds" in p.name or "fastrtps" in p.name} if SHM.is_dir() else set()
 
 
+def shm_files_in_use() -> set[str]:
+    """/dev/shm names some live process has open or mapped (other programs on the machine too)."""
+    used = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("/dev/shm/"):
+                    used.add(target[len("/dev/shm/"):])
+            for line in (proc / "maps").read_text().splitlines():
+                idx = line.find("/dev/shm/")
+                if idx >= 0:
+                    used.add(line[idx + len("/dev/shm/"):].split(" ")[0])
+        except OSError:
+            continue        # the process ended while we looked, or is not ours to read
+    return used
+
+
+def orphaned_shm_files(before: set[str]) -> set[str]:
+    """FastDDS files created since ``before`` that no live process holds: what a dead node left.
+
+    FastDDS keeps port files open while a participant lives, so files that belong to
+    unrelated programs still running (another test run, a developer's nodes) are not
+    counted. Its named semaphores are never held open, so they are judged by their port file.
+    """
+    new = fastdds_shm_files() - before
+    if not new:
+        return set()
+    used = shm_files_in_use()
+    orphans = set()
+    for name in new:
+        holder = name
+        if name.startswith("sem.") and name.endswith("_mutex"):
+            holder = name[len("sem."):-len("_mutex")]
+        if holder not in used:
+            orphans.add(name)
+    return orphans
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str, poll: float = 0.02) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
