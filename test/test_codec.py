@@ -18,11 +18,36 @@ import pytest
 import torch
 import zstandard
 
-from bench.bench_codec import (as_rgb8, load_dataset, load_model, model_input, policy_decisions, procedural_frames,
-                               reference_pass, run_tail, split_exits, stand_in_model, wire_roundtrip)
+from bench.bench_codec import (
+    as_rgb8,
+    load_dataset,
+    load_model,
+    model_input,
+    policy_decisions,
+    procedural_frames,
+    reference_pass,
+    run_tail,
+    split_exits,
+    stand_in_model,
+    wire_roundtrip,
+)
 from spinn_ros.core import codec
-from spinn_ros.core.codec import (Codec, Dtype, ErrorCode, ErrorReply, Reply, WireError, decode_reply, decode_request,
-                                  dequantize, encode_error, encode_reply, encode_request, error_reply_for, quantize)
+from spinn_ros.core.codec import (
+    Codec,
+    Dtype,
+    ErrorCode,
+    ErrorReply,
+    Reply,
+    WireError,
+    decode_reply,
+    decode_request,
+    dequantize,
+    encode_error,
+    encode_reply,
+    encode_request,
+    error_reply_for,
+    quantize,
+)
 from spinn_ros.core.model import build_model
 
 torch.set_num_threads(1)
