@@ -86,14 +86,19 @@ def _common(use_sim_time: bool, overrides: dict | None) -> dict:
     return params
 
 
+def _remaps(**topics: str) -> tuple[tuple[str, str], ...]:
+    """Remappings for the topics given a name other than their own."""
+    return tuple((own, given) for own, given in topics.items() if given != own)
+
+
 def drone(namespace: str = "", params_file: str | None = None, camera_topic: str = "image",
-          use_sim_time: bool = False, overrides: dict | None = None) -> list[NodeSpec]:
-    """The drone side: the drone node reading ``camera_topic``."""
+          command_topic: str = "cmd_vel", use_sim_time: bool = False, overrides: dict | None = None) -> list[NodeSpec]:
+    """The drone side: the drone node reading ``camera_topic``, commanding on ``command_topic``."""
     return [NodeSpec(
         executable="drone_node", name="spinn_drone", namespace=namespace,
         params_files=(find_params_file("drone", params_file),),
         params=_common(use_sim_time, overrides),
-        remappings=(("image", camera_topic),) if camera_topic != "image" else (),
+        remappings=_remaps(image=camera_topic, cmd_vel=command_topic),
     )]
 
 
@@ -127,14 +132,6 @@ def sim(namespace: str = "", params_file: str | None = None, course_seed: int = 
         params_files=(find_params_file("sim", params_file),),
         params={**chosen, **(overrides or {})},
     )]
-
-
-#: help text of the simulator's own launch arguments (for ARGUMENT_HELP)
-SIM_ARGUMENT_HELP = {
-    "course_seed": "obstacle course seed (default: the params file's course.seed)",
-    "course_kind": "forest, boxes, walls, mixed or random (default: the params file's course.kind)",
-    "real_time_factor": "1.0 = wall-clock pace, 0 = as fast as possible (default: the params file's)",
-}
 # -- end simulator ----------------------------------------------------------------------
 
 
@@ -145,6 +142,10 @@ ARGUMENT_HELP = {
     "namespace": "namespace of the nodes (one per drone), e.g. drone1",
     "params_file": "YAML params file (default: the package's config/<node>.yaml)",
     "camera_topic": "sensor_msgs/Image topic the drone node reads",
+    "command_topic": "geometry_msgs/TwistStamped topic the drone node commands on",
+    "course_seed": "obstacle course seed (default: the params file's course.seed)",
+    "course_kind": "forest, boxes, walls, mixed or random (default: the params file's course.kind)",
+    "real_time_factor": "1.0 = wall-clock pace, 0 = as fast as possible (default: the params file's)",
     "use_sim_time": "true: follow /clock from the simulator",
 }
 

@@ -1,0 +1,1 @@
+"""Simulation: procedural obstacle worlds, the drone camera, labelled datasets (pybullet)."""
