@@ -15,6 +15,8 @@ each direction gets ``rtt/2`` of delay, the configured loss and the configured r
 from __future__ import annotations
 
 import atexit
+import contextlib
+import ctypes
 import dataclasses
 import functools
 import ipaddress
@@ -269,6 +271,17 @@ def require_root() -> None:
 
 
 # --------------------------------------------------------------------------- the link
+_CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    """setns(2) on the calling thread (os.setns arrives only in Python 3.12)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise LinkEmuError(f"setns failed: {os.strerror(err)}")
+
+
 class EmulatedLink:
     """Two namespaces joined by a shaped veth pair; use as a context manager.
 
@@ -409,6 +422,26 @@ class EmulatedLink:
         proc = subprocess.Popen(self.command(side, argv), env={**os.environ, **(env or {})}, **kwargs)
         self._procs.append(proc)
         return proc
+
+    @contextlib.contextmanager
+    def enter(self, side: str):
+        """Move the calling thread into a side's namespace for the ``with`` block.
+
+        Threads and processes it starts meanwhile stay in that namespace (they inherit
+        it), so a test can be "on the drone": its rclpy context and the nodes it spawns
+        share the drone's loopback for DDS while Zenoh reaches the cloud over the veth.
+        """
+        target = os.open(f"/var/run/netns/{self.ns(side)}", os.O_RDONLY)
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            _setns(target)
+            try:
+                yield self
+            finally:
+                _setns(home)
+        finally:
+            os.close(target)
+            os.close(home)
 
     def run(self, side: str, argv: Sequence[str], timeout: float = 30.0, env: dict | None = None,
             check: bool = False) -> subprocess.CompletedProcess:
