@@ -92,13 +92,28 @@ def _remaps(**topics: str) -> tuple[tuple[str, str], ...]:
 
 
 def drone(namespace: str = "", params_file: str | None = None, camera_topic: str = "image",
-          command_topic: str = "cmd_vel", use_sim_time: bool = False, overrides: dict | None = None) -> list[NodeSpec]:
-    """The drone side: the drone node reading ``camera_topic``, commanding on ``command_topic``."""
-    return [NodeSpec(
+          command_topic: str = "cmd_vel", use_sim_time: bool = False, with_monitor: bool = True,
+          monitor_params_file: str | None = None, overrides: dict | None = None) -> list[NodeSpec]:
+    """The drone side: the drone node reading ``camera_topic`` and commanding on
+    ``command_topic`` (always first in the list), and its monitor (link + re-planning)."""
+    specs = [NodeSpec(
         executable="drone_node", name="spinn_drone", namespace=namespace,
         params_files=(find_params_file("drone", params_file),),
         params=_common(use_sim_time, overrides),
         remappings=_remaps(image=camera_topic, cmd_vel=command_topic),
+    )]
+    if with_monitor:
+        specs += monitor(namespace, monitor_params_file, use_sim_time)
+    return specs
+
+
+def monitor(namespace: str = "", params_file: str | None = None, use_sim_time: bool = False,
+            overrides: dict | None = None) -> list[NodeSpec]:
+    """The monitor: measures the link and the cloud, publishes split plans for its drone."""
+    return [NodeSpec(
+        executable="monitor_node", name="spinn_monitor", namespace=namespace,
+        params_files=(find_params_file("monitor", params_file),),
+        params=_common(use_sim_time, overrides),
     )]
 
 
@@ -135,7 +150,7 @@ def sim(namespace: str = "", params_file: str | None = None, course_seed: int = 
 # -- end simulator ----------------------------------------------------------------------
 
 
-SYSTEMS = {"drone": drone, "cloud": cloud, "sim": sim}
+SYSTEMS = {"drone": drone, "monitor": monitor, "cloud": cloud, "sim": sim}
 
 #: help text of every launch argument, shared by ros2 launch and spinn launch
 ARGUMENT_HELP = {
@@ -147,6 +162,8 @@ ARGUMENT_HELP = {
     "course_kind": "forest, boxes, walls, mixed or random (default: the params file's course.kind)",
     "real_time_factor": "1.0 = wall-clock pace, 0 = as fast as possible (default: the params file's)",
     "use_sim_time": "true: follow /clock from the simulator",
+    "with_monitor": "true: also start the monitor (link measurement and re-planning) beside the drone node",
+    "monitor_params_file": "the monitor's YAML params file (default: the package's config/monitor.yaml)",
 }
 
 
@@ -208,3 +225,76 @@ def launch_description(system: str):
 
     declared = [DeclareLaunchArgument(name, default_value=default, description=text) for name, default, text in args]
     return LaunchDescription([*declared, OpaqueFunction(function=nodes)])
+
+
+# -- flight (owned by the closed-loop flight work; see spinn_ros/mission.py, docs/flight.md) -
+#: drone parameters of each flight mode: SPINN and its two classic baselines
+FLIGHT_MODES = ("spinn", "device-only", "cloud-only")
+FLIGHT_SPLIT = 2            # SPINN's split when no monitor plans one: stages [0, 2) on the drone
+
+
+def flight(course_seed: int = -1, course_kind: str = "", real_time_factor: float = 1.0, checkpoint: str = "",
+           mode: str = "spinn", split_point: int = -2, exit_threshold: float = -1.0,
+           cloud_endpoint: str = "tcp/127.0.0.1:7447", sla: str = "", with_monitor: bool = True,
+           overrides: dict | None = None) -> list[NodeSpec]:
+    """One drone flying a simulated course: sim + drone (+ cloud and monitor unless device-only).
+
+    The drone reads the simulator's ``/camera`` and commands ``/X3/gazebo/command/twist`` on sim time.
+    ``mode``: ``spinn`` (head on the drone, offload when no device exit is confident; the monitor's plans
+    are followed when a monitor runs), ``device-only`` (the whole model on the drone, final exit only, no
+    cloud) or ``cloud-only`` (the raw frame to the cloud, final exit only). ``split_point`` -2 and
+    ``exit_threshold`` < 0 keep the mode's defaults; ``cloud_endpoint`` is where the cloud listens and the
+    drone (and monitor) connect. The monitor runs beside the drone (not for device-only, nor with a
+    ``random:`` model, which has no calibration to plan from) unless ``with_monitor`` is false.
+    ``overrides`` maps a node ("sim", "drone", "cloud", "monitor") to parameter overrides for it.
+    """
+    if mode not in FLIGHT_MODES:
+        raise ValueError(f"flight mode must be one of {', '.join(FLIGHT_MODES)}, got {mode!r}")
+    per_node = {k: dict(v) for k, v in (overrides or {}).items()}
+    unknown = set(per_node) - {"sim", "drone", "cloud", "monitor"}
+    if unknown:
+        raise ValueError(f"flight overrides are keyed by node (sim, drone, cloud, monitor), got {sorted(unknown)}")
+    model = {"checkpoint": checkpoint} if checkpoint else {}
+    zenoh = {"zenoh.connect": cloud_endpoint}
+    drone_params = {
+        "spinn": {"split_point": FLIGHT_SPLIT, "cloud.enabled": True, "follow_plans": True, **zenoh},
+        "device-only": {"split_point": -1, "exit_threshold": 1.0, "cloud.enabled": False, "follow_plans": False},
+        "cloud-only": {"split_point": 0, "exit_threshold": 1.0, "cloud.enabled": True, "follow_plans": False, **zenoh},
+    }[mode]
+    if split_point != -2:
+        drone_params["split_point"] = split_point
+    if exit_threshold >= 0:
+        drone_params["exit_threshold"] = exit_threshold
+    specs = sim(course_seed=course_seed, course_kind=course_kind, real_time_factor=real_time_factor,
+                overrides=per_node.get("sim"))
+    drone_kwargs = {"with_monitor": False} if "with_monitor" in inspect.signature(drone).parameters else {}
+    specs += drone(camera_topic="/camera", command_topic="/X3/gazebo/command/twist", use_sim_time=True,
+                   overrides={**model, **drone_params, **per_node.get("drone", {})}, **drone_kwargs)
+    if mode != "device-only":
+        specs += cloud(overrides={**model, "zenoh.listen": cloud_endpoint, **per_node.get("cloud", {})})
+        if with_monitor and not checkpoint.startswith("random:"):   # it plans from a calibrated checkpoint only
+            specs += _flight_monitor(mode, {**model, "zenoh.connect": cloud_endpoint, **({"sla": sla} if sla else {}),
+                                            **per_node.get("monitor", {})})
+    return specs
+
+
+def _flight_monitor(mode: str, overrides: dict) -> list[NodeSpec]:
+    """The monitor (link measurement, re-planning) beside the drone when the package has one, on sim
+    time, planning with the mode's strategy (the baselines' drones ignore its plans)."""
+    monitor = SYSTEMS.get("monitor")
+    if monitor is None:
+        return []
+    strategy = {"spinn": "spinn", "cloud-only": "cloud_only"}[mode]
+    return monitor(use_sim_time=True, overrides={"strategy": strategy, **overrides})
+
+
+SYSTEMS["flight"] = flight
+ARGUMENT_HELP.update({
+    "checkpoint": "model reference for drone and cloud: default, a checkpoint path, or random:<size>:<seed>",
+    "mode": "spinn, device-only or cloud-only",
+    "split_point": "stages [0, split) on the drone (-2: the mode's default)",
+    "exit_threshold": "exit confidence threshold (< 0: the mode's default)",
+    "cloud_endpoint": "Zenoh endpoint the cloud listens on and the drone connects to",
+    "sla": "SLA file for the monitor's planner (default: the monitor's own, config/sla.yaml)",
+})
+# -- end flight -----------------------------------------------------------------------------

@@ -60,6 +60,9 @@ PARAMS = [
           in_range(1, 64), read_only=True),
     Param("diagnostics_period_s", 1.0, "period of /diagnostics messages, seconds",
           in_range(0.05, 60.0), read_only=True),
+    Param("emulate.slowdown", 1.0, "emulate a slower drone computer: the head's compute time is stretched "
+          "to this many times its measured duration (sleep-padded; 1 = as fast as this machine)",
+          in_range(1.0, 100.0)),
     Param("follow_plans", True, "apply SplitPlan messages from the monitor (split and threshold)"),
     Param("cloud.enabled", False, "offload frames no device exit is confident about to a cloud over Zenoh",
           read_only=True),
@@ -255,6 +258,7 @@ class DroneNode(Node):
             return
         policy = self.policy
         head = run_head(self.model, x, policy.split, policy.threshold, offload=self._can_offload(policy))
+        head.compute_s = self._emulate_slower_device(head.compute_s)
         if head.final is not None:
             self._publish(frame, head.final, policy, InferenceResult.SOURCE_DEVICE, device_s=head.compute_s)
             return
@@ -262,6 +266,14 @@ class DroneNode(Node):
             self._publish(frame, head.provisional, policy, InferenceResult.SOURCE_DEVICE, device_s=head.compute_s,
                           provisional=True)
         self._offload(frame, policy, head)
+
+    def _emulate_slower_device(self, compute_s: float) -> float:
+        """Pad the head to ``emulate.slowdown`` times its duration (the monitor's device_slowdown
+        tells the planner the same factor); returns the emulated compute time."""
+        factor = self.p["emulate.slowdown"]
+        if factor > 1.0:
+            time.sleep((factor - 1.0) * compute_s)
+        return factor * compute_s
 
     # -- offloading -------------------------------------------------------------------------
     def _offload(self, frame: Frame, policy: Policy, head: HeadResult) -> None:
@@ -325,8 +337,9 @@ class DroneNode(Node):
     def _finish_tail_on_device_now(self, frame: Frame, ctx: Pending, wire_bytes: int = 0) -> None:
         t0 = time.perf_counter()
         decision = run_tail(self.model, ctx.activation, ctx.policy.split, ctx.policy.threshold)[0]
+        tail_s = self._emulate_slower_device(time.perf_counter() - t0)
         self._publish(frame, decision, ctx.policy, InferenceResult.SOURCE_DEVICE_FALLBACK,
-                      device_s=ctx.device_s + time.perf_counter() - t0, wire_bytes=wire_bytes)
+                      device_s=ctx.device_s + tail_s, wire_bytes=wire_bytes)
 
     # -- output -----------------------------------------------------------------------------
     def _publish(self, frame: Frame, d: ExitDecision, policy: Policy, source: int, *, device_s: float,

@@ -1,0 +1,272 @@
+"""Link and cloud estimates from what the drone already measures, and when to re-plan.
+
+Inputs are the drone's results (per offload: bytes on the wire and ``network_ms`` =
+round trip minus cloud compute and queueing; a fallback with bytes sent = a failed
+or expired offload), small probes (round trips, optionally with a payload), and the
+cloud's load reports. Outputs are the ``LinkState`` fields and the scheduler's
+:class:`~spinn_ros.core.scheduler.Conditions`.
+
+:class:`ChangeDetector` says when the estimates moved enough to re-plan: relative
+thresholds with a floor (tiny values do not flap), hysteresis (a deviation must fall
+well below the threshold to reset) and a dwell time (it must last).
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from statistics import median
+
+#: spinn_ros/InferenceResult.SOURCE_* (msg/InferenceResult.msg), repeated here to stay ROS-free
+SOURCE_DEVICE, SOURCE_CLOUD, SOURCE_DEVICE_FALLBACK = 0, 1, 2
+NAN = float("nan")
+
+
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+class RttEstimator:
+    """Typical round trip of small payloads: a short median filter drops spikes (one slow
+    probe says nothing about the path), then an EWMA smooths. A median, not a minimum:
+    the scheduler needs the round trip an offload sees, and the bandwidth estimate
+    subtracts it (a min-filter's low bias would read as a slower link)."""
+
+    def __init__(self, window: int = 9, alpha: float = 0.1):
+        if window < 1 or not 0 < alpha <= 1:
+            raise ValueError("window must be >= 1 and alpha in (0, 1]")
+        self.alpha = alpha
+        self._recent: deque[float] = deque(maxlen=window)
+        self.value = NAN
+        self.samples = 0
+
+    def update(self, rtt_ms: float) -> float:
+        if not _finite(rtt_ms) or rtt_ms < 0:
+            return self.value
+        self._recent.append(rtt_ms)
+        typical = median(self._recent)
+        self.value = typical if self.samples == 0 else self.value + self.alpha * (typical - self.value)
+        self.samples += 1
+        return self.value
+
+
+class BandwidthEstimator:
+    """Uplink goodput from (bytes, network time) samples: each gives a time per bit,
+    ``(network - rtt) / bits``; the estimate is the inverse of their trimmed mean over a
+    window (the ``trim`` share dropped at each end: retransmissions and RTT outliers do
+    not move it; averaging times, not rates, keeps the noise additive). Transfers shorter
+    than ``min_transfer_ms`` are clamped to it: such a sample only says "at least this fast".
+
+    Observability: each sample's error is the RTT jitter over the transfer time, so
+    payloads whose transfer is well above the jitter are needed for a tight estimate
+    (the monitor's bandwidth probes, ``LinkEstimator.min_probe_bytes`` and up)."""
+
+    def __init__(self, window: int = 40, trim: float = 0.2, min_transfer_ms: float = 0.2):
+        if window < 1 or not 0 <= trim < 0.5 or min_transfer_ms <= 0:
+            raise ValueError("window must be >= 1, trim in [0, 0.5) and min_transfer_ms > 0")
+        self.trim, self.min_transfer_ms = trim, min_transfer_ms
+        self._us_per_bit: deque[float] = deque(maxlen=window)
+        self.samples = 0
+
+    def update(self, nbytes: int, network_ms: float, rtt_ms: float) -> float:
+        if nbytes > 0 and _finite(network_ms) and _finite(rtt_ms):
+            transfer_ms = max(network_ms - rtt_ms, self.min_transfer_ms)
+            self._us_per_bit.append(transfer_ms * 1e3 / (nbytes * 8))
+            self.samples += 1
+        return self.value
+
+    @property
+    def value(self) -> float:
+        """Mbit/s (NaN before the first sample)."""
+        if not self._us_per_bit:
+            return NAN
+        times = sorted(self._us_per_bit)
+        cut = int(len(times) * self.trim)
+        kept = times[cut: len(times) - cut]
+        return 1.0 / (sum(kept) / len(kept))         # bits per microsecond = Mbit/s
+
+
+class LossEstimator:
+    """Share of failed or expired offloads and lost probes over the last ``window`` outcomes
+    (0 with no outcome yet)."""
+
+    def __init__(self, window: int = 50):
+        if window < 1:
+            raise ValueError("window must be >= 1")
+        self._outcomes: deque[bool] = deque(maxlen=window)
+
+    def update(self, ok: bool) -> float:
+        self._outcomes.append(bool(ok))
+        return self.value
+
+    @property
+    def samples(self) -> int:
+        return len(self._outcomes)
+
+    @property
+    def value(self) -> float:
+        return self._outcomes.count(False) / len(self._outcomes) if self._outcomes else 0.0
+
+
+class Ewma:
+    """Exponentially weighted mean (NaN until the first sample)."""
+
+    def __init__(self, alpha: float = 0.2):
+        self.alpha, self.value = alpha, NAN
+
+    def update(self, x: float) -> float:
+        if _finite(x):
+            self.value = x if math.isnan(self.value) else self.value + self.alpha * (x - self.value)
+        return self.value
+
+
+@dataclass
+class LinkEstimator:
+    """All the monitor's estimates, fed from drone results, probes and cloud load reports."""
+
+    rtt: RttEstimator = field(default_factory=RttEstimator)
+    bandwidth: BandwidthEstimator = field(default_factory=BandwidthEstimator)
+    loss: LossEstimator = field(default_factory=LossEstimator)
+    cloud_compute_ms: Ewma = field(default_factory=Ewma)
+    cloud_queue_ms: Ewma = field(default_factory=Ewma)
+    cloud_queue_depth: Ewma = field(default_factory=Ewma)
+    cloud_batch_size: Ewma = field(default_factory=Ewma)
+    cloud_alive: bool = False
+    min_probe_bytes: int = 4096      # probes at least this big also measure bandwidth
+
+    # -- inputs -----------------------------------------------------------------------------
+    def on_probe(self, rtt_ms: float | None, nbytes: int = 0) -> None:
+        """A probe's round trip (None: lost). Small ones measure the RTT, big ones bandwidth."""
+        self.loss.update(rtt_ms is not None)
+        if rtt_ms is None:
+            return
+        if nbytes >= self.min_probe_bytes:
+            self.bandwidth.update(nbytes, rtt_ms, self.rtt.value)
+        else:
+            self.rtt.update(rtt_ms)
+
+    def on_offload(self, wire_bytes: int, network_ms: float, cloud_compute_ms: float = NAN,
+                   cloud_queue_ms: float = NAN) -> None:
+        """A cloud answer: one bandwidth sample (with the current RTT), cloud timings."""
+        self.loss.update(True)
+        self.bandwidth.update(wire_bytes, network_ms, self.rtt.value)
+        self.cloud_compute_ms.update(cloud_compute_ms)
+        self.cloud_queue_ms.update(cloud_queue_ms)
+
+    def on_offload_failed(self) -> None:
+        """An offload that failed or expired (the drone fell back to its own answer)."""
+        self.loss.update(False)
+
+    def on_result(self, r) -> None:
+        """A ``spinn_ros/InferenceResult`` (or anything with its fields)."""
+        if r.provisional or r.offload_bytes <= 0:
+            return
+        if r.source == SOURCE_CLOUD:
+            self.on_offload(r.offload_bytes, r.network_ms, r.cloud_compute_ms, r.cloud_queue_ms)
+        elif r.source == SOURCE_DEVICE_FALLBACK:
+            self.on_offload_failed()
+
+    def on_cloud_load(self, load: dict) -> None:
+        """The cloud's load report (``TailServer.load()``: queue_depth, compute_ms, batch_size)."""
+        self.cloud_queue_depth.update(load.get("queue_depth", NAN))
+        if load.get("batch_size", 0) > 0:     # 0: nothing served recently
+            self.cloud_compute_ms.update(load.get("compute_ms", NAN))
+            self.cloud_batch_size.update(load["batch_size"])
+
+    # -- outputs ----------------------------------------------------------------------------
+    def link_state_fields(self) -> dict:
+        """``spinn_ros/LinkState`` fields (the monitor adds the header)."""
+        nan0 = lambda x: 0.0 if math.isnan(x) else float(x)
+        return {"bandwidth_mbps": float(self.bandwidth.value), "rtt_ms": float(self.rtt.value),
+                "loss_rate": float(self.loss.value),
+                "cloud_alive": self.cloud_alive, "cloud_queue_depth": nan0(self.cloud_queue_depth.value),
+                "cloud_compute_ms": nan0(self.cloud_compute_ms.value),
+                "cloud_batch_size": nan0(self.cloud_batch_size.value),
+                "samples": self.rtt.samples + self.bandwidth.samples}
+
+    def conditions(self, **settings):
+        """Scheduler conditions now; ``settings``: frame_rate_hz, deadline_ms, encoding, device_slowdown, ..."""
+        from .scheduler import Conditions
+
+        queue_ms = self.cloud_queue_ms.value
+        return Conditions.from_link_state(_Fields(self.link_state_fields()),
+                                          cloud_queue_ms=None if math.isnan(queue_ms) else queue_ms, **settings)
+
+    def change_values(self) -> dict:
+        """What :class:`ChangeDetector` watches."""
+        f = self.link_state_fields()
+        return {k: f[k] for k in ("bandwidth_mbps", "rtt_ms", "loss_rate", "cloud_alive", "cloud_queue_depth",
+                                  "cloud_compute_ms")}
+
+
+class _Fields:
+    def __init__(self, d: dict):
+        self.__dict__.update(d)
+
+
+# ---------------------------------------------------------------------------------
+# Change detection
+# ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A metric counts as changed when ``|x - ref| / max(|ref|, floor) > rel`` for ``dwell_s``;
+    the dwell clock resets only once the deviation falls below ``release * rel``."""
+
+    rel: float
+    floor: float
+    dwell_s: float = 1.0
+    release: float = 0.5
+
+    def deviation(self, value: float, ref: float) -> float:
+        if math.isnan(ref):
+            return math.inf if not math.isnan(value) else 0.0     # the first estimate is news
+        return abs(value - ref) / max(abs(ref), self.floor)
+
+
+#: defaults: 30 % on bandwidth and RTT (RTT below 5 ms counts as 5), 5 points of loss,
+#: cloud liveliness at once (Zenoh's lease already debounces it)
+DEFAULT_TRIGGERS: dict[str, Trigger] = {
+    "bandwidth_mbps": Trigger(0.3, 1.0),
+    "rtt_ms": Trigger(0.3, 5.0),
+    "loss_rate": Trigger(1.0, 0.05),
+    "cloud_alive": Trigger(0.5, 1.0, dwell_s=0.0),
+    "cloud_queue_depth": Trigger(1.0, 2.0),
+    "cloud_compute_ms": Trigger(0.5, 1.0),
+}
+
+
+class ChangeDetector:
+    """``update(now_s, values)`` -> the metrics that changed for long enough (empty: keep
+    the plan). When it reports, the current values become the new reference."""
+
+    def __init__(self, triggers: dict[str, Trigger] | None = None):
+        self.triggers = dict(DEFAULT_TRIGGERS if triggers is None else triggers)
+        self.reference: dict[str, float] = {}
+        self._since: dict[str, float | None] = {k: None for k in self.triggers}
+
+    def rebase(self, values: dict) -> None:
+        """Make ``values`` the reference (call after any re-plan) and restart every dwell clock."""
+        self.reference = {k: float(values[k]) for k in self.triggers if k in values}
+        self._since = {k: None for k in self.triggers}
+
+    def update(self, now_s: float, values: dict) -> list[str]:
+        if not self.reference:
+            self.rebase(values)
+            return sorted(self.reference)          # no plan yet: everything is news
+        fired = []
+        for key, trig in self.triggers.items():
+            if key not in values or math.isnan(float(values[key])):
+                continue                           # no information: hold the clock as it is
+            d = trig.deviation(float(values[key]), self.reference.get(key, NAN))
+            if d > trig.rel:
+                self._since[key] = now_s if self._since[key] is None else self._since[key]
+            elif d < trig.release * trig.rel:
+                self._since[key] = None
+            if self._since[key] is not None and now_s - self._since[key] >= trig.dwell_s:
+                fired.append(key)
+        if fired:   # a missing or NaN value keeps its old reference
+            known = {k: v for k, v in values.items() if not math.isnan(float(v))}
+            self.rebase({**self.reference, **known})
+        return fired

@@ -1,0 +1,610 @@
+"""Offline profiles for the SPINN scheduler (``spinn profile``).
+
+A *device* profile is measured the way the drone runs the head: a fresh process,
+one torch thread, batch 1. It holds per-stage and per-exit-head times, the whole
+head per split (to check the sum of the parts), pixel preprocessing, and, per split
+and wire encoding, the encode time and the bytes of real encoded requests.
+
+A *cloud* profile holds per-stage and per-exit-head times at batch sizes {1, 2, 4, 8}
+with the cloud's thread count, the whole tail from every split (the difference to
+the sum of its parts is the per-batch fixed cost), and request decode times.
+
+Both reference the model's calibration (path + model id). One versioned JSON per
+model, host and role: ``profiles/<model_id>-<host>-<role>.json``. Times are stored
+as measured, with ``time_scale`` (``--slowdown``) applied by the reader: see
+:class:`Profile`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+FORMAT = "spinn-profile"
+VERSION = 1
+ROLES = ("device", "cloud")
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
+PROFILES_DIR = Path("profiles")
+REFERENCE_HOST = "reference"          # host name of the committed default profiles
+STATS = ("median", "p90", "mean")
+#: wire encodings, named as the drone's ``cloud.encoding`` parameter
+ENCODINGS = tuple(f"{d}-{c}" for d in ("f32", "f16", "u8") for c in ("none", "lz4", "zstd"))
+DEFAULT_ENCODING = "u8-lz4"
+NO_EXIT = 2.0                         # a threshold no softmax reaches: exits evaluated, none leaves early
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used; the message names the file and the problem."""
+
+
+class ProfileNotFound(ProfileError, FileNotFoundError):
+    pass
+
+
+# ---------------------------------------------------------------------------------
+# Names and places
+# ---------------------------------------------------------------------------------
+
+
+def host_name() -> str:
+    """This machine's name, safe inside a file name."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", platform.node() or "unknown")
+
+
+def default_profile_path(model_id: str, role: str, host: str | None = None, root=PROFILES_DIR) -> Path:
+    return Path(root) / f"{model_id}-{host or host_name()}-{role}.json"
+
+
+def find_profile(model_id: str, role: str, host: str | None = None, root=PROFILES_DIR) -> Path:
+    """This host's profile, else the committed reference one; ProfileNotFound names both."""
+    tried = [default_profile_path(model_id, role, h, root) for h in (host, REFERENCE_HOST)]
+    for path in tried:
+        if path.is_file():
+            return path
+    raise ProfileNotFound(f"no {role} profile for model {model_id}: tried {', '.join(map(str, tried))} "
+                          f"(run 'spinn profile --role {role}')")
+
+
+def parse_encoding(name: str):
+    """'u8-lz4' -> (codec.Dtype.U8, codec.Codec.LZ4)."""
+    from . import codec
+
+    if name not in ENCODINGS:
+        raise ValueError(f"unknown encoding {name!r}; choose one of {', '.join(ENCODINGS)}")
+    dtype, compression = name.split("-")
+    return codec.Dtype[dtype.upper()], codec.Codec[compression.upper()]
+
+
+# ---------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------
+
+
+class Profile:
+    """A loaded profile. Time getters return numpy arrays in ms, already multiplied by
+    ``time_scale`` (the ``--slowdown`` the profile was recorded with)."""
+
+    def __init__(self, data: dict, source: str):
+        self.data = data
+        self.source = source
+        self.role: str = data["role"]
+        self.model_id: str = data["model_id"]
+        self.num_stages: int = data["num_stages"]
+        self.exit_stages: list[int] = list(data["exit_stages"])
+        self.time_scale: float = float(data["settings"].get("time_scale", 1.0))
+        self.calibration: dict | None = data.get("calibration")
+        self._section = data[self.role]
+
+    def _ms(self, entry: dict, stat: str) -> np.ndarray:
+        return np.asarray(entry[stat], dtype=float) * self.time_scale
+
+    # device role
+    def preprocess_ms(self, stat: str = "median") -> float:
+        return float(self._ms(self._section["preprocess_ms"], stat))
+
+    def stage_ms(self, stat: str = "median", batch: int | None = None) -> np.ndarray:
+        """Per stage (device: batch 1; cloud: the given profiled batch size)."""
+        return self._ms(self._by_batch("stage_ms", batch), stat)
+
+    def exit_ms(self, stat: str = "median", batch: int | None = None) -> np.ndarray:
+        """Per exit head, including decoding its output."""
+        return self._ms(self._by_batch("exit_ms", batch), stat)
+
+    def encode_ms(self, encoding: str, stat: str = "median") -> np.ndarray:
+        """Per split 0..N-1: building the request on the drone."""
+        return self._ms(self._encoding("encode_ms", encoding), stat)
+
+    def wire_bytes(self, encoding: str, stat: str = "median") -> np.ndarray:
+        """Per split 0..N-1: bytes of the request frame on the wire."""
+        return np.asarray(self._encoding("bytes", encoding)[stat], dtype=float)
+
+    # cloud role
+    @property
+    def batch_sizes(self) -> list[int]:
+        return list(self._section["batch_sizes"])
+
+    def batch_overhead_ms(self, batch: int, stat: str = "median") -> np.ndarray:
+        """Per split 0..N-1: whole tail minus the sum of its stages and exit heads."""
+        return self._ms(self._by_batch("batch_overhead_ms", batch), stat)
+
+    def decode_ms(self, encoding: str, stat: str = "median") -> np.ndarray:
+        return self._ms(self._encoding("decode_ms", encoding), stat)
+
+    def _by_batch(self, key: str, batch: int | None) -> dict:
+        if self.role == "device":
+            return self._section[key]
+        if batch is None or str(batch) not in self._section[key]:
+            raise ValueError(f"profile {self.source}: batch size {batch} not profiled ({self.batch_sizes})")
+        return self._section[key][str(batch)]
+
+    def _encoding(self, key: str, encoding: str) -> dict:
+        table = self._section[key]
+        if encoding not in table:
+            raise ValueError(f"profile {self.source}: encoding {encoding!r} not profiled ({', '.join(table)})")
+        return table[encoding]
+
+
+def _validate(data, source: str, expected_model_id: str | None, role: str | None) -> None:
+    def fail(msg):
+        raise ProfileError(f"profile {source}: {msg}")
+
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        fail(f"not a spinn profile (no format={FORMAT!r} marker)")
+    if data.get("version") != VERSION:
+        fail(f"version {data.get('version')!r}, this code reads version {VERSION} (re-profile with 'spinn profile')")
+    missing = [k for k in ("model_id", "role", "num_stages", "exit_stages", "settings") if k not in data]
+    if missing:
+        fail(f"missing {', '.join(missing)}")
+    if expected_model_id is not None and data["model_id"] != expected_model_id:
+        fail(f"made for model {data['model_id']}, but the loaded model is {expected_model_id} "
+             "(re-profile with 'spinn profile')")
+    if data["role"] not in ROLES or (role is not None and data["role"] != role):
+        fail(f"role {data['role']!r}, expected {role or ' or '.join(ROLES)}")
+    section, n = data.get(data["role"]), data["num_stages"]
+    if not isinstance(section, dict):
+        fail(f"missing the {data['role']!r} section")
+    per_batch = [section.get("stage_ms", {}).get(str(b)) for b in section.get("batch_sizes", [])]
+    stages = [section.get("stage_ms")] if data["role"] == "device" else per_batch
+    if not stages or any(not isinstance(s, dict) or any(len(s.get(k, ())) != n for k in STATS) for s in stages):
+        fail(f"stage_ms must hold {', '.join(STATS)} lists of {n} stages")
+
+
+def load_profile(path, expected_model_id: str | None, role: str | None = None) -> Profile:
+    """Read and validate a profile; another model's (or role's) profile is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProfileNotFound(f"profile {path}: no such file (run 'spinn profile')")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ProfileError(f"profile {path}: unreadable or not JSON ({e})") from e
+    _validate(data, str(path), expected_model_id, role)
+    return Profile(data, str(path))
+
+
+def save_profile(path, profile: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(profile, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def synthetic_profile(role: str, *, model_id: str, exit_stages: Sequence[int], stage_ms: Sequence[float],
+                      exit_ms: Sequence[float], wire_bytes: Sequence[float] | None = None, preprocess_ms: float = 0.0,
+                      batch_scale: dict[int, float] | None = None) -> Profile:
+    """A profile from given times instead of measurements (tests, benchmarks, what-if studies):
+    every statistic equals the value, every encoding the same; cloud times at batch b are
+    the batch-1 times times ``batch_scale[b]``; encode, decode and batch overhead are 0."""
+    n = len(stage_ms)
+    const = lambda values: {k: [float(v) for v in values] for k in STATS}
+    if role == "device":
+        section = {"preprocess_ms": {k: float(preprocess_ms) for k in STATS}, "stage_ms": const(stage_ms),
+                   "exit_ms": const(exit_ms), "encode_ms": {e: const([0.0] * n) for e in ENCODINGS},
+                   "bytes": {e: {k: [float(b) for b in wire_bytes] for k in ("median", "mean", "max")}
+                             for e in ENCODINGS}}
+    else:
+        scale = batch_scale or {1: 1.0}
+        section = {"batch_sizes": sorted(scale),
+                   "stage_ms": {str(b): const([x * f for x in stage_ms]) for b, f in scale.items()},
+                   "exit_ms": {str(b): const([x * f for x in exit_ms]) for b, f in scale.items()},
+                   "batch_overhead_ms": {str(b): const([0.0] * n) for b in scale},
+                   "decode_ms": {e: const([0.0] * n) for e in ENCODINGS}}
+    data = {"format": FORMAT, "version": VERSION, "role": role, "model_id": model_id, "num_stages": n,
+            "exit_stages": list(exit_stages), "settings": {"time_scale": 1.0}, "calibration": None, role: section}
+    _validate(data, f"synthetic {role} profile", model_id, role)
+    return Profile(data, f"synthetic-{role}")
+
+
+# ---------------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------------
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=float), q))
+
+
+def _stats_ms(samples_s: Sequence[float]) -> dict:
+    ms = [s * 1e3 for s in samples_s]
+    return {"median": round(statistics.median(ms), 5), "p90": round(_percentile(ms, 90), 5),
+            "mean": round(statistics.fmean(ms), 5)}
+
+
+def _columns(rows: list[dict]) -> dict:
+    """[{median, p90, mean}, ...] -> {median: [...], p90: [...], mean: [...]}."""
+    return {k: [r[k] for r in rows] for k in rows[0]} if rows else {k: [] for k in STATS}
+
+
+class _Timer:
+    """Times callables: ``warmup`` untimed calls, then ``runs`` timed ones; ticks a progress bar."""
+
+    def __init__(self, runs: int, warmup: int, bar):
+        self.runs, self.warmup, self.bar = runs, warmup, bar
+
+    def samples(self, fn: Callable[[int], object]) -> list[float]:
+        """``fn(i)`` for i in 0..; returns the timed durations in seconds."""
+        for i in range(self.warmup):
+            fn(i)
+        out = []
+        for i in range(self.runs):
+            t0 = time.perf_counter()
+            fn(i)
+            out.append(time.perf_counter() - t0)
+        self.bar.update(1)
+        return out
+
+    def stats(self, fn: Callable[[int], object]) -> dict:
+        return _stats_ms(self.samples(fn))
+
+
+def procedural_frames(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Camera-like uint8 frames (sky gradient, textured ground, random boxes) when no dataset exists."""
+    rng = np.random.default_rng(seed)
+    rows = np.linspace(0, 1, size, dtype=np.float32)[:, None, None]
+    frames = np.empty((n, size, size, 3), dtype=np.uint8)
+    for i in range(n):
+        horizon = int(size * rng.uniform(0.35, 0.65))
+        img = np.where(rows < horizon / size, 120 + 100 * (1 - rows) * np.array([0.6, 0.8, 1.0]),
+                       np.array([90, 110, 70]) + rng.normal(0, 12, (size, size, 3)))
+        img = np.broadcast_to(img, (size, size, 3)).copy()
+        for _ in range(rng.integers(1, 5)):
+            w, h = rng.integers(size // 10, size // 2, 2)
+            x0, y0 = rng.integers(0, size - w), rng.integers(size // 5, size - h)
+            img[y0:y0 + h, x0:x0 + w] = rng.integers(30, 230, 3) + rng.normal(0, 8, (h, w, 3))
+        frames[i] = np.clip(img, 0, 255).astype(np.uint8)
+    return frames
+
+
+def input_frames(n: int, size: int, dataset: Path | None) -> tuple[np.ndarray, str]:
+    """(n frames, where they came from): evenly spaced simulator frames when the dataset
+    exists (many worlds, not one), procedural ones otherwise."""
+    if dataset is not None and Path(dataset).is_file():
+        from spinn_ros.sim.dataset import load_dataset
+
+        images = load_dataset(dataset).images
+        picked = images[np.linspace(0, len(images) - 1, n).astype(int)]
+        return np.ascontiguousarray(picked), f"dataset {dataset}"
+    return procedural_frames(n, size), "procedural"
+
+
+def _activations(model, xs: list) -> list[list]:
+    """acts[s][f]: the tensor crossing split s for frame f (s = 0 is the input)."""
+    import torch
+
+    acts = [xs]
+    with torch.inference_mode():
+        for stage in range(model.num_stages):
+            acts.append([model.run_stage(stage, a) for a in acts[-1]])
+    return acts
+
+
+def _wire_input(act, split: int, dtype):
+    """What the drone hands the encoder at ``split`` (the model-sized frame at split 0)."""
+    import torch
+
+    from . import codec
+
+    if split == 0:
+        return codec.Dtype.FRAME, (act[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return dtype, act
+
+
+def _encode(model_id: str, act, split: int, encoding: str) -> bytes:
+    from . import codec
+
+    dtype, compression = parse_encoding(encoding)
+    dtype, payload = _wire_input(act, split, dtype)
+    return codec.encode_request(payload, request_id=1, model_id=model_id, split=split, exit_threshold=0.9,
+                                dtype=dtype, codec=compression)
+
+
+def measure_device(model, model_id: str, frames: np.ndarray, timer: _Timer, encodings: Sequence[str]) -> dict:
+    """The drone's side at batch 1 (call with one torch thread)."""
+    import torch
+
+    from .preprocess import to_model_input
+    from .progressive import _decision, run_head
+
+    size, n = model.spec.input_size, len(frames)
+    xs = [to_model_input(f, size) for f in frames]
+    acts = _activations(model, xs)
+    splits = range(model.num_stages)           # splits with a tail
+    with torch.inference_mode():
+        out = {
+            "preprocess_ms": timer.stats(lambda i: to_model_input(frames[i % n], size)),
+            "stage_ms": _columns([timer.stats(lambda i, k=k: model.run_stage(k, acts[k][i % n]))
+                                  for k in range(model.num_stages)]),
+            "exit_ms": _columns([timer.stats(lambda i, e=e, s=s: _decision(model, e, acts[s + 1][i % n]))
+                                 for e, s in enumerate(model.exit_stages)]),
+            # the whole head, no exit confident: every device exit evaluated (checks the parts add up)
+            "head_ms": _columns([timer.stats(lambda i, s=s: run_head(model, xs[i % n], s, NO_EXIT))
+                                 for s in model.split_points()]),
+        }
+    out["encode_ms"] = {enc: _columns([timer.stats(lambda i, s=s, enc=enc: _encode(model_id, acts[s][i % n], s, enc))
+                                       for s in splits]) for enc in encodings}
+    out["bytes"] = {}
+    for enc in encodings:
+        sizes = [[len(_encode(model_id, acts[s][f], s, enc)) for f in range(n)] for s in splits]
+        out["bytes"][enc] = {"median": [float(np.median(v)) for v in sizes],
+                             "mean": [float(np.mean(v)) for v in sizes], "max": [float(max(v)) for v in sizes]}
+    return out
+
+
+def _measure_batch(model, batch: list, timer: _Timer) -> dict:
+    """Stages, exit heads and whole tails (no early leave) on one batch per split point."""
+    from .model import decode_exit
+    from .progressive import run_tail
+
+    n = model.num_stages
+    stages = _columns([timer.stats(lambda i, k=k: model.run_stage(k, batch[k])) for k in range(n)])
+    exits = _columns([timer.stats(lambda i, e=e, s=s: decode_exit(model.run_exit(e, batch[s + 1])))
+                      for e, s in enumerate(model.exit_stages)])
+    tails = _columns([timer.stats(lambda i, s=s: run_tail(model, batch[s], s, NO_EXIT)) for s in range(n)])
+    return {"stage_ms": stages, "exit_ms": exits, "tail_ms": tails,
+            "batch_overhead_ms": _batch_overhead(model, stages, exits, tails)}
+
+
+def _measure_decode(model, model_id: str, acts: list, timer: _Timer, encoding: str) -> dict:
+    from . import codec
+
+    shapes, n = codec.split_shapes(model), len(acts[0])
+    wire = [[_encode(model_id, acts[s][f], s, encoding) for f in range(n)] for s in range(model.num_stages)]
+    return _columns([timer.stats(lambda i, s=s: codec.decode_request(
+        wire[s][i % n], expected_model_id=model_id, expected_shapes=shapes)) for s in range(model.num_stages)])
+
+
+def measure_cloud(model, model_id: str, frames: np.ndarray, timer: _Timer, encodings: Sequence[str],
+                  batch_sizes: Sequence[int]) -> dict:
+    """The cloud's side: parts and whole tails at each batch size, and request decoding."""
+    import torch
+
+    from .preprocess import to_model_input
+
+    n = len(frames)
+    acts = _activations(model, [to_model_input(f, model.spec.input_size) for f in frames])
+    out = {"batch_sizes": list(batch_sizes), "stage_ms": {}, "exit_ms": {}, "tail_ms": {}, "batch_overhead_ms": {}}
+    with torch.inference_mode():
+        for b in batch_sizes:
+            batch = [torch.cat([acts[s][i % n] for i in range(b)]) for s in range(model.num_stages + 1)]
+            for key, value in _measure_batch(model, batch, timer).items():
+                out[key][str(b)] = value
+    out["decode_ms"] = {enc: _measure_decode(model, model_id, acts, timer, enc) for enc in encodings}
+    return out
+
+
+def _batch_overhead(model, stages: dict, exits: dict, tails: dict) -> dict:
+    """Per split: whole tail - (its stages + its exit heads), clamped at 0 (timing noise)."""
+    out = {}
+    for stat in STATS:
+        st, ex = np.asarray(stages[stat]), np.asarray(exits[stat])
+        parts = [st[s:].sum() + ex[[e for e, es in enumerate(model.exit_stages) if es >= s]].sum()
+                 for s in range(model.num_stages)]
+        out[stat] = [round(max(0.0, t - p), 5) for t, p in zip(tails[stat], parts)]
+    return out
+
+
+# ---------------------------------------------------------------------------------
+# The profile file
+# ---------------------------------------------------------------------------------
+
+
+def calibration_reference(ref: str, model_id: str, override: Path | None) -> dict | None:
+    """{path, model_id} of the model's calibration; refuses one made for another model."""
+    from .calibration import load_calibration
+    from .checkpoint import calibration_path, default_checkpoint_path
+    from .model_ref import is_random_ref
+
+    if override is not None:
+        path = Path(override)
+    elif is_random_ref(ref):
+        return None
+    else:
+        path = calibration_path(default_checkpoint_path() if ref == "default" else ref)
+    if not path.is_file():
+        return {"path": str(path), "model_id": None}
+    return {"path": str(path), "model_id": load_calibration(path, model_id).model_id}
+
+
+def _machine(threads: int) -> dict:
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+            "torch_threads": threads}
+
+
+def build_profile(role: str, model, model_id: str, ref: str, *, host: str, settings: dict, calibration: dict | None,
+                  measured: dict, threads: int) -> dict:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "role": role,
+        "model_id": model_id,
+        "model_name": model.spec.name,
+        "model_ref": ref,
+        "host": host,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": _machine(threads),
+        "settings": settings,
+        "num_stages": model.num_stages,
+        "exit_stages": list(model.exit_stages),
+        "input_size": model.spec.input_size,
+        "split_shapes": [list(model.split_shape(s)) for s in model.split_points()],
+        "calibration": calibration,
+        role: measured,
+    }
+
+
+def _measurements(role: str, model, args) -> int:
+    """Number of timed items (for the progress bar)."""
+    n_enc, n, e = len(args.encodings), model.num_stages, model.num_exits
+    if role == "device":
+        return 1 + n + e + (n + 1) + n_enc * n
+    return len(args.batch_sizes) * (n + e + n) + n_enc * n
+
+
+def profile_role(role: str, args) -> dict:
+    """Measure one role in this process (the worker side of ``spinn profile``)."""
+    import torch
+    from tqdm import tqdm
+
+    from .model_ref import load_model
+
+    threads = 1 if role == "device" else args.cloud_threads
+    torch.set_num_threads(threads)
+    model, model_id = load_model(args.checkpoint)
+    frames, source = input_frames(args.frames, model.spec.input_size, args.dataset)
+    settings = {"runs": args.runs, "warmup": args.warmup, "frames": len(frames), "inputs": source,
+                "torch_threads": threads, "encodings": list(args.encodings),
+                # device times are scaled by the reader; see docs/scheduler.md for why not a CPU quota
+                "time_scale": args.slowdown if role == "device" else 1.0}
+    with tqdm(total=_measurements(role, model, args), desc=f"profile {role}", unit="item",
+              disable=args.quiet, file=sys.stderr) as bar:
+        timer = _Timer(args.runs, args.warmup, bar)
+        if role == "device":
+            measured = measure_device(model, model_id, frames, timer, args.encodings)
+        else:
+            measured = measure_cloud(model, model_id, frames, timer, args.encodings, args.batch_sizes)
+    return build_profile(role, model, model_id, args.checkpoint, host=args.host, settings=settings,
+                         calibration=calibration_reference(args.checkpoint, model_id, args.calibration),
+                         measured=measured, threads=threads)
+
+
+# ---------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="spinn profile",
+        description="Measure the head on the drone side (a fresh one-thread process, batch 1) and the tail on the "
+                    "cloud side (batch sizes), bytes on the wire per split and encoding; write one versioned "
+                    "profile per model, host and role for the scheduler.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ap.add_argument("--checkpoint", default="default", help="'default', a checkpoint path, or random:<size>:<seed>")
+    ap.add_argument("--role", choices=(*ROLES, "both"), default="both", help="which side(s) to profile on this host")
+    ap.add_argument("--runs", type=int, default=50, help="timed runs per measurement")
+    ap.add_argument("--warmup", type=int, default=10, help="untimed runs before each measurement")
+    ap.add_argument("--frames", type=int, default=16, help="input frames (bytes are their median)")
+    ap.add_argument("--dataset", type=Path, default=Path("data/val.npz"),
+                    help="simulator frames for realistic activations (procedural frames when missing)")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES), help="cloud batch sizes")
+    ap.add_argument("--encodings", nargs="+", default=list(ENCODINGS), choices=ENCODINGS, help="wire encodings")
+    ap.add_argument("--cloud-threads", type=int, default=1, help="torch threads of the cloud (its torch_threads)")
+    ap.add_argument("--slowdown", type=float, default=1.0,
+                    help="emulate a slower drone: device times are multiplied by this (recorded as time_scale)")
+    ap.add_argument("--calibration", type=Path, default=None, help="calibration file (default: beside the checkpoint)")
+    ap.add_argument("--host", default=host_name(), help=f"host name in the file name ('{REFERENCE_HOST}' for the "
+                    "committed default)")
+    ap.add_argument("--out-dir", type=Path, default=PROFILES_DIR, help="where profiles go")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    ap.add_argument("--worker", choices=ROLES, help=argparse.SUPPRESS)      # internal: measure in this process
+    ap.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    return ap
+
+
+def _check_args(args) -> str | None:
+    if args.runs < 1 or args.warmup < 0 or args.frames < 1:
+        return "--runs and --frames must be >= 1 and --warmup >= 0"
+    if any(b < 1 for b in args.batch_sizes) or not 0.01 <= args.slowdown <= 1000:
+        return "--batch-sizes must be >= 1 and --slowdown in [0.01, 1000]"
+    if args.cloud_threads < 1:
+        return "--cloud-threads must be >= 1"
+    args.batch_sizes = sorted(set(args.batch_sizes))
+    return None
+
+
+def _worker_command(role: str, out: Path, argv: list[str]) -> list[str]:
+    return [sys.executable, "-m", "spinn_ros.core.profiler", *argv, "--worker", role, "--worker-out", str(out)]
+
+
+def _worker_env(role: str) -> dict:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if role == "device":        # the drone's head runs on one thread: so do BLAS/OpenMP pools
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    return env
+
+
+def _summary(path: Path, p: Profile) -> None:
+    splits = range(p.num_stages)
+    if p.role == "device":
+        head = p.data["device"]["head_ms"]["median"]
+        print(f"{path}: device, stages {np.round(p.stage_ms(), 3).tolist()} ms, exits "
+              f"{np.round(p.exit_ms(), 3).tolist()} ms, whole head per split {np.round(head, 3).tolist()} ms")
+        profiled = p.data["device"]["bytes"]
+        enc = DEFAULT_ENCODING if DEFAULT_ENCODING in profiled else next(iter(profiled))
+        print(f"  {enc} bytes per split {[int(b) for b in p.wire_bytes(enc)]}")
+    else:
+        for b in p.batch_sizes:
+            tails = np.asarray(p.data["cloud"]["tail_ms"][str(b)]["median"])
+            print(f"{path}: cloud batch {b}: tail per split {[round(float(tails[s]), 3) for s in splits]} ms")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    problem = _check_args(args)
+    if problem:
+        print(f"spinn profile: {problem}", file=sys.stderr)
+        return 2
+    try:
+        if args.worker:
+            save_profile(args.worker_out, profile_role(args.worker, args))
+            return 0
+        from .model_ref import load_model
+
+        _, model_id = load_model(args.checkpoint)         # fail here, not in a worker, on a bad reference
+        calibration_reference(args.checkpoint, model_id, args.calibration)
+    except (OSError, ValueError) as e:
+        print(f"spinn profile: {e}", file=sys.stderr)
+        return 2
+    roles = ROLES if args.role == "both" else (args.role,)
+    for role in roles:
+        out = default_profile_path(model_id, role, args.host, args.out_dir)
+        # a fresh process per role: the device side runs as the drone does, unaffected by this one's threads
+        done = subprocess.run(_worker_command(role, out, argv), env=_worker_env(role))
+        if done.returncode != 0:
+            print(f"spinn profile: the {role} worker failed (exit {done.returncode})", file=sys.stderr)
+            return 1
+        if not args.quiet:
+            _summary(out, load_profile(out, model_id, role))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

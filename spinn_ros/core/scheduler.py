@@ -1,0 +1,492 @@
+"""SPINN's scheduler: a performance model over every (split, threshold) and an SLA-driven choice.
+
+:class:`PerformanceModel` turns the device and cloud profiles, the calibration and the
+current :class:`Conditions` into predictions for every split x threshold at once
+(numpy over a (threshold, split, exit) grid); :class:`Scheduler` filters them by the
+SLA's hard constraints, ranks the survivors by its objectives and explains its
+choice. Baselines are :data:`STRATEGIES` restricting the same search. The equations
+are in docs/scheduler.md; this module is pure (no rclpy, no zenoh, no torch).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .calibration import Calibration, provisional_accuracy
+from .profiler import DEFAULT_ENCODING, ENCODINGS, Profile, ProfileError
+from .sla import SLA, Objective
+
+#: the threshold of the plain network: no early exit, intermediate exit heads not even run
+NO_EXITS = math.inf
+BOTTLENECKS = ("camera", "device", "link", "server")
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """What the monitor knows now about the link, the cloud and the drone."""
+
+    bandwidth_mbps: float                  # uplink goodput; NaN or <= 0: no usable link
+    rtt_ms: float                          # small-payload round trip; NaN: unknown (no usable link)
+    loss_rate: float = 0.0                 # share of offloads lost or failed, 0..1
+    cloud_alive: bool = True
+    cloud_queue_depth: float = 0.0         # requests waiting in the cloud
+    cloud_compute_ms: float | None = None  # measured mean tail compute per request (None: from the profile)
+    cloud_queue_ms: float | None = None    # measured mean queueing (None: depth x per-request compute)
+    cloud_batch_size: float = 1.0          # mean batch the cloud runs (interpolated between profiled sizes)
+    device_slowdown: float = 1.0           # drone compute vs its profile (thermal throttling, other load)
+    cloud_slowdown: float = 1.0
+    frame_rate_hz: float = 30.0            # camera rate: the most frames there are to answer
+    deadline_ms: float = 200.0             # the drone's cloud.deadline_ms: it falls back after this
+    encoding: str = DEFAULT_ENCODING       # the drone's cloud.encoding
+
+    def __post_init__(self):
+        checks = {
+            "loss_rate": 0 <= self.loss_rate <= 1, "cloud_queue_depth": self.cloud_queue_depth >= 0,
+            "cloud_batch_size": self.cloud_batch_size > 0, "device_slowdown": self.device_slowdown > 0,
+            "cloud_slowdown": self.cloud_slowdown > 0, "frame_rate_hz": self.frame_rate_hz > 0,
+            "deadline_ms": self.deadline_ms > 0, "encoding": self.encoding in ENCODINGS,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError("invalid conditions: " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
+
+    @property
+    def link_usable(self) -> bool:
+        return self.cloud_alive and self.bandwidth_mbps > 0 and math.isfinite(self.rtt_ms) and self.rtt_ms >= 0
+
+    @classmethod
+    def from_link_state(cls, msg, **settings) -> "Conditions":
+        """From a ``spinn_ros/LinkState`` (or anything with its fields) plus drone settings
+        (``frame_rate_hz``, ``deadline_ms``, ``encoding``, ``device_slowdown``, ...)."""
+        def measured(x):          # LinkState uses 0 / NaN for "no measurement yet"
+            return float(x) if x is not None and math.isfinite(x) and x > 0 else None
+
+        return cls(bandwidth_mbps=float(msg.bandwidth_mbps), rtt_ms=float(msg.rtt_ms),
+                   loss_rate=min(max(float(msg.loss_rate), 0.0), 1.0) if math.isfinite(msg.loss_rate) else 0.0,
+                   cloud_alive=bool(msg.cloud_alive), cloud_queue_depth=measured(msg.cloud_queue_depth) or 0.0,
+                   cloud_compute_ms=measured(msg.cloud_compute_ms),
+                   cloud_batch_size=max(1.0, measured(msg.cloud_batch_size) or 1.0), **settings)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    split: int
+    threshold: float                       # NO_EXITS: the plain network
+    offload: bool                          # the plan lets the drone request the tail
+    latency_ms: float                      # at ``percentile``
+    percentile: float
+    mean_latency_ms: float
+    accuracy: float                        # collision accuracy, fallbacks included
+    throughput_fps: float
+    bottleneck: str                        # one of BOTTLENECKS
+    offload_fraction: float                # frames sent to the cloud
+    fallback_fraction: float               # frames whose offload is lost or late
+    bytes_per_frame: float                 # mean uplink bytes per camera frame
+    server_ms_per_frame: float             # mean cloud compute per camera frame
+    device_ms_per_frame: float             # mean drone compute per camera frame
+
+    @property
+    def early_exits(self) -> bool:
+        return self.threshold != NO_EXITS
+
+
+METRICS = ("latency_ms", "mean_latency_ms", "accuracy", "throughput_fps", "offload_fraction", "fallback_fraction",
+           "bytes_per_frame", "server_ms_per_frame", "device_ms_per_frame")
+
+
+@dataclass
+class PredictionTable:
+    """Every metric as a (threshold column, split) array; column -1 is NO_EXITS."""
+
+    thresholds: np.ndarray
+    num_stages: int
+    percentile: float
+    valid: np.ndarray                      # plans the drone can run now (offloading needs a live cloud)
+    bottleneck: np.ndarray                 # index into BOTTLENECKS
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.metrics[name]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.valid.shape
+
+    def prediction(self, col: int, split: int) -> Prediction:
+        return Prediction(split=int(split), threshold=float(self.thresholds[col]), offload=split < self.num_stages,
+                          percentile=self.percentile, bottleneck=BOTTLENECKS[int(self.bottleneck[col, split])],
+                          **{m: float(self.metrics[m][col, split]) for m in METRICS})
+
+
+# ---------------------------------------------------------------------------------
+# Performance model
+# ---------------------------------------------------------------------------------
+
+
+def _path_times(stage_ms: np.ndarray, exit_ms: np.ndarray, heads: np.ndarray, exit_stages: np.ndarray,
+                on_device: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(to_exit (C, E), to_split (C, S)): time from the input to exit e having answered
+    (every earlier head evaluated) and to the split point with the heads before it.
+    ``to_exit[c, e] - to_split[c, s]`` is a tail's time from split s to exit e."""
+    cum = np.concatenate([[0.0], np.cumsum(stage_ms)])           # cum[s]: stages [0, s)
+    head_cost = exit_ms[None, :] * heads                          # (C, E); 0 for heads that do not run
+    to_exit = cum[exit_stages + 1][None, :] + np.cumsum(head_cost, axis=1)
+    to_split = cum[None, :] + head_cost @ on_device.T.astype(float)
+    return to_exit, to_split
+
+
+def _check_consistent(device: Profile, cloud: Profile | None, cal: Calibration) -> None:
+    for p in (device, cloud):
+        if p is None:
+            continue
+        where = f"profile {p.source} ({p.role})"
+        if p.model_id != cal.model_id:
+            raise ProfileError(f"{where} is for model {p.model_id}, calibration {cal.source} for {cal.model_id}")
+        if p.num_stages != cal.num_stages or p.exit_stages != cal.exit_stages:
+            raise ProfileError(f"{where}: stages/exits {p.num_stages}/{p.exit_stages} differ from calibration "
+                               f"{cal.source}: {cal.num_stages}/{cal.exit_stages}")
+    if device.role != "device" or (cloud is not None and cloud.role != "cloud"):
+        raise ProfileError("PerformanceModel needs a device profile and a cloud profile (or None)")
+
+
+class PerformanceModel:
+    """Predicts latency, accuracy, throughput, bytes and server cost for every plan."""
+
+    def __init__(self, device: Profile, cloud: Profile | None, calibration: Calibration, *, stat: str = "median"):
+        _check_consistent(device, cloud, calibration)
+        self.device, self.cloud, self.cal, self.stat = device, cloud, calibration, stat
+        self.num_stages = n = calibration.num_stages
+        self.splits = np.arange(n + 1)
+        self.thresholds = np.array([*calibration.thresholds, NO_EXITS])
+        self.exit_stages = np.array(calibration.exit_stages)
+        self.on_device = self.exit_stages[None, :] < self.splits[:, None]            # (S, E)
+        self.rates, self.exit_acc, self.heads = self._exit_tables()                  # (C, E) each
+        self.prov_acc = self._provisional_accuracy()                                 # (C, S), NaN: none
+        self.dev_to_exit, self.dev_to_split = _path_times(
+            device.stage_ms(stat), device.exit_ms(stat), self.heads, self.exit_stages, self.on_device)
+        self.preprocess_ms = device.preprocess_ms(stat)
+        self.batch_sizes = np.array(cloud.batch_sizes if cloud else [1], dtype=float)
+        # (B, C, S, E); with no cloud profile nothing offloads (every split but N is invalid)
+        self.cloud_tail = self._cloud_tails() if cloud else np.zeros((1, len(self.rates), n + 1, self.rates.shape[1]))
+        self._wire_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    # -- tables that do not depend on conditions -------------------------------------------
+    def _exit_tables(self):
+        cal, num_exits = self.cal, len(self.exit_stages)
+        rows = [cal.row(t) for t in cal.thresholds]
+        rates = [r["exit_rate"] for r in rows] + [[0.0] * (num_exits - 1) + [1.0]]
+        final_acc = cal.exits[-1].get("standalone_accuracy")
+        if final_acc is None:          # the plain network answers like the final exit at the highest threshold
+            final_acc = rows[-1]["exit_accuracy"][-1] or 0.0
+        accs = [[a or 0.0 for a in r["exit_accuracy"]] for r in rows] + [[0.0] * (num_exits - 1) + [final_acc]]
+        heads = np.ones((len(rows) + 1, num_exits), dtype=bool)
+        heads[-1, :-1] = False         # the plain network runs only the final classifier
+        return np.array(rates, dtype=float), np.array(accs, dtype=float), heads
+
+    def _provisional_accuracy(self) -> np.ndarray:
+        out = np.full((len(self.thresholds), self.num_stages + 1), np.nan)
+        for c, t in enumerate(self.cal.thresholds):          # the plain network has no provisional answer
+            for s in self.splits:
+                a = provisional_accuracy(self.cal, int(s), t)
+                out[c, s] = np.nan if a is None else a
+        return out
+
+    def _cloud_tails(self) -> np.ndarray:
+        """(B, C, S, E): cloud time from split s until exit e answers, per profiled batch size."""
+        tails = []
+        for b in self.cloud.batch_sizes:
+            to_exit, to_split = _path_times(self.cloud.stage_ms(self.stat, b), self.cloud.exit_ms(self.stat, b),
+                                            self.heads, self.exit_stages, self.on_device)
+            overhead = np.append(self.cloud.batch_overhead_ms(b, self.stat), 0.0)      # no tail at split N
+            tails.append(to_exit[:, None, :] - to_split[:, :, None] + overhead[None, :, None])
+        return np.stack(tails)
+
+    def _wire(self, encoding: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(bytes, encode ms, decode ms) per split; 0 at split N (nothing to send)."""
+        if encoding not in self._wire_cache:
+            zero = lambda a: np.append(np.asarray(a, dtype=float), 0.0)
+            decode = self.cloud.decode_ms(encoding, self.stat) if self.cloud else np.zeros(self.num_stages)
+            self._wire_cache[encoding] = (zero(self.device.wire_bytes(encoding)),
+                                          zero(self.device.encode_ms(encoding, self.stat)), zero(decode))
+        return self._wire_cache[encoding]
+
+    def _cloud_tail_at(self, batch: float) -> np.ndarray:
+        """Tail times at a (possibly fractional) batch size: linear between profiled sizes."""
+        b = float(np.clip(batch, self.batch_sizes[0], self.batch_sizes[-1]))
+        i = int(np.clip(np.searchsorted(self.batch_sizes, b) - 1, 0, len(self.batch_sizes) - 1))
+        if i == len(self.batch_sizes) - 1:
+            return self.cloud_tail[i]
+        w = (b - self.batch_sizes[i]) / (self.batch_sizes[i + 1] - self.batch_sizes[i])
+        return (1 - w) * self.cloud_tail[i] + w * self.cloud_tail[i + 1]
+
+    # -- predictions ------------------------------------------------------------------------
+    def predict_all(self, cond: Conditions, percentile: float = 95.0) -> PredictionTable:
+        """Every plan's prediction under ``cond`` (see docs/scheduler.md for the equations).
+        Arrays are (threshold column C, split S[, exit E])."""
+        k, usable = cond.device_slowdown, cond.link_usable and self.cloud is not None
+        on_dev = self.on_device[None]                                      # (1, S, E)
+        R = self.rates[:, None, :]                                         # (C, 1, E)
+        R_dev, R_cloud = R * on_dev, R * ~on_dev                           # (C, S, E)
+        p_off = R_cloud.sum(-1)                                            # (C, S)
+        pre, head = self.preprocess_ms * k, k * self.dev_to_split
+        dev_exit_lat = pre + k * self.dev_to_exit[:, None, :]             # answered by a device exit
+        nbytes, enc_ms, dec_ms = self._wire(cond.encoding)
+        sent_at = pre + head + k * enc_ms                                  # the request leaves the drone
+        busy = pre + (R_dev * k * self.dev_to_exit[:, None, :]).sum(-1) + p_off * (head + k * enc_ms)
+
+        tx, link_wait = _uplink(cond, usable, nbytes, busy, p_off)
+        tail, share, queue = self._cloud_side(cond, R_cloud, p_off)
+        answer_at = (sent_at + link_wait + queue)[..., None] + (tx + cond.rtt_ms + dec_ms)[None, :, None] + tail
+
+        # the deadline: a late or lost offload answers with the provisional (deepest device
+        # exit) answer at the deadline or, with no device exit, the drone computes the tail then
+        loss = cond.loss_rate if usable else 1.0
+        has_prov = ~np.isnan(self.prov_acc)[..., None]                              # (C, S, 1)
+        tail_on_device = k * (self.dev_to_exit[:, None, :] - self.dev_to_split[:, :, None])
+        fallback_work = np.where(has_prov, 0.0, tail_on_device)
+        fallback_lat = np.maximum(cond.deadline_ms, sent_at)[..., None] + fallback_work
+        late = answer_at > cond.deadline_ms
+        p_fb = loss + (1 - loss) * late                                             # per cloud exit
+
+        # latency: a mixture over (exit, delivered | lost)
+        w = np.concatenate([R_dev + R_cloud * (1 - loss), R_cloud * loss], axis=-1)
+        delivered_lat = np.where(on_dev, dev_exit_lat, np.where(late, fallback_lat, answer_at))
+        lat = np.concatenate([delivered_lat, fallback_lat], axis=-1)
+
+        # accuracy: the calibrated answer, except the provisional one where a fallback uses it
+        exit_acc = self.exit_acc[:, None, :]
+        prov_gap = np.where(has_prov, exit_acc - np.nan_to_num(self.prov_acc)[..., None], 0.0)
+        accuracy = (R * exit_acc).sum(-1) - (R_cloud * p_fb * prov_gap).sum(-1)
+
+        device_ms = busy + (R_cloud * p_fb * fallback_work).sum(-1)
+        bytes_pf = p_off * nbytes[None, :]
+        server_ms = (R_cloud * (1 - loss) * (share + dec_ms[None, :, None])).sum(-1)
+        fps = _throughput_bounds(cond, usable, device_ms, bytes_pf, server_ms)
+        valid = np.broadcast_to((self.splits == self.num_stages) | usable, busy.shape)
+        return PredictionTable(
+            thresholds=self.thresholds, num_stages=self.num_stages, percentile=percentile, valid=valid.copy(),
+            bottleneck=fps.argmin(0),
+            metrics={"latency_ms": _mixture_percentile(lat, w, percentile), "mean_latency_ms": (w * lat).sum(-1),
+                     "accuracy": accuracy, "throughput_fps": fps.min(0), "offload_fraction": p_off,
+                     "fallback_fraction": (R_cloud * p_fb).sum(-1), "bytes_per_frame": bytes_pf,
+                     "server_ms_per_frame": server_ms, "device_ms_per_frame": device_ms})
+
+    def _cloud_side(self, cond: Conditions, R_cloud: np.ndarray, p_off: np.ndarray):
+        """(tail (C, S, E), per-frame server share (C, S, E), queueing (C, S)): the batch runs the
+        tail to the exit that answers; the queue holds ``depth`` requests of measured (or
+        predicted) compute each, unless its wait was measured directly."""
+        tail = self._cloud_tail_at(cond.cloud_batch_size) * cond.cloud_slowdown
+        share = tail / max(cond.cloud_batch_size, 1.0)
+        if cond.cloud_queue_ms is not None:
+            return tail, share, np.full(p_off.shape, cond.cloud_queue_ms)
+        if cond.cloud_compute_ms is not None:
+            return tail, share, np.full(p_off.shape, cond.cloud_queue_depth * cond.cloud_compute_ms)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_request = np.where(p_off > 0, (R_cloud * share).sum(-1) / p_off, 0.0)
+        return tail, share, cond.cloud_queue_depth * per_request
+
+    def column(self, threshold: float) -> int:
+        """Threshold -> column (snapped to the calibration grid; NO_EXITS is the last)."""
+        return len(self.thresholds) - 1 if threshold == NO_EXITS else self.cal.threshold_index(threshold)
+
+    def predict(self, split: int, threshold: float, cond: Conditions, percentile: float = 95.0) -> Prediction:
+        if not isinstance(split, (int, np.integer)) or not 0 <= split <= self.num_stages:
+            raise ValueError(f"split must be an integer in [0, {self.num_stages}], got {split!r}")
+        return self.predict_all(cond, percentile).prediction(self.column(threshold), int(split))
+
+
+def _uplink(cond: Conditions, usable: bool, nbytes: np.ndarray, busy: np.ndarray, p_off: np.ndarray):
+    """(transfer ms per split, queueing ms (C, S)): M/D/1 waiting at the offered offload rate,
+    the drone's frame rate (camera- or compute-bound) times the offload share; a saturated
+    (or unusable) link never delivers."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if usable:
+            tx = np.where(nbytes > 0, nbytes * 8 / (cond.bandwidth_mbps * 1e3), 0.0)
+        else:
+            tx = np.full_like(nbytes, np.inf)
+        rho = np.minimum(cond.frame_rate_hz, 1e3 / busy) * p_off * tx[None, :] / 1e3
+        return tx, np.where(rho < 1, rho / (2 * (1 - rho)) * tx[None, :], np.inf)
+
+
+def _throughput_bounds(cond: Conditions, usable: bool, device_ms, bytes_pf, server_ms) -> np.ndarray:
+    """Frames per second each of camera, drone compute, uplink and server allows (BOTTLENECKS order)."""
+    mbps = cond.bandwidth_mbps if usable else 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.stack([np.full_like(device_ms, cond.frame_rate_hz), 1e3 / device_ms,
+                         np.where(bytes_pf > 0, mbps * 1e6 / 8 / bytes_pf, np.inf),
+                         np.where(server_ms > 0, 1e3 / server_ms, np.inf)])
+
+
+def _mixture_percentile(values: np.ndarray, weights: np.ndarray, percentile: float) -> np.ndarray:
+    """Per row of the last axis: the smallest value whose cumulative weight reaches q."""
+    order = np.argsort(values, axis=-1)
+    cum = np.cumsum(np.take_along_axis(weights, order, -1), axis=-1)
+    idx = np.argmax(cum >= percentile / 100.0 * cum[..., -1:] - 1e-9, axis=-1)
+    return np.take_along_axis(np.take_along_axis(values, order, -1), idx[..., None], -1)[..., 0]
+
+
+# ---------------------------------------------------------------------------------
+# Strategies: SPINN and the baselines restrict the same search
+# ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    description: str
+    early_exits: bool                      # False: the plain network (column NO_EXITS)
+    splits: str                            # "all", "device" (split N) or "cloud" (split 0)
+    objectives: tuple[Objective, ...] | None = None    # None: the SLA's
+
+    def mask(self, table: PredictionTable) -> np.ndarray:
+        cols, n = table.shape[0], table.num_stages
+        m = np.zeros(table.shape, dtype=bool)
+        col = slice(0, cols - 1) if self.early_exits else slice(cols - 1, cols)
+        split = {"all": slice(None), "device": slice(n, n + 1), "cloud": slice(0, 1)}[self.splits]
+        m[col, split] = True
+        return m
+
+
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
+    Strategy("spinn", "split and exit threshold co-optimised for the SLA", True, "all"),
+    Strategy("device_only", "the whole network on the drone, no early exits", False, "device"),
+    Strategy("cloud_only", "the raw frame to the cloud, the whole network there", False, "cloud"),
+    Strategy("neurosurgeon", "the split with the lowest latency, no early exits", False, "all",
+             (Objective("minimize_latency"),)),
+    Strategy("branchynet", "early exits on the drone only, the threshold best for the SLA", True, "device"),
+)}
+
+
+# ---------------------------------------------------------------------------------
+# Decisions
+# ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    strategy: str
+    prediction: Prediction
+    feasible: bool                         # every hard constraint met (False: the safest plan)
+    reason: str
+    decided_by: str                        # the objective (or tie-break) that settled it
+    binding: tuple[str, ...]               # constraints without which another plan would win
+
+    split = property(lambda self: self.prediction.split)
+    threshold = property(lambda self: self.prediction.threshold)
+    offload = property(lambda self: self.prediction.offload)
+
+    def plan_fields(self) -> dict:
+        """``spinn_ros/SplitPlan`` fields (the monitor adds header, plan_id, model_id).
+        The drone always runs its exit heads; the plain network maps to threshold 1."""
+        p = self.prediction
+        return {"split_point": p.split, "exit_threshold": min(p.threshold, 1.0), "offload": p.offload,
+                "predicted_latency_ms": p.latency_ms, "predicted_mean_latency_ms": p.mean_latency_ms,
+                "predicted_accuracy": p.accuracy, "predicted_throughput_fps": p.throughput_fps,
+                "predicted_offload_fraction": p.offload_fraction, "predicted_bytes_per_frame": p.bytes_per_frame,
+                "predicted_server_ms_per_frame": p.server_ms_per_frame, "feasible": self.feasible,
+                "reason": self.reason}
+
+
+def _fmt(metric: str, v: float) -> str:
+    return {"accuracy": f"{v:.4f}", "throughput_fps": f"{v:.1f} fps", "bytes_per_frame": f"{v:.0f} B",
+            "server_ms_per_frame": f"{v:.2f} ms", "latency_ms": f"{v:.1f} ms"}.get(metric, f"{v:.3g}")
+
+
+def _where(split: int, n: int) -> str:
+    if split == n:
+        return "all on the drone"
+    return "raw frame to the cloud" if split == 0 else f"stages [0, {split}) on the drone, the rest in the cloud"
+
+
+class Scheduler:
+    """Chooses a plan for the current conditions: ``Scheduler(model, sla).decide(conditions)``."""
+
+    def __init__(self, model: PerformanceModel, sla: SLA, strategy: str = "spinn"):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        self.model, self.sla, self.strategy = model, sla, STRATEGIES[strategy]
+        self.objectives = self.strategy.objectives or sla.objectives
+
+    def predict(self, split: int, threshold: float, cond: Conditions) -> Prediction:
+        return self.model.predict(split, threshold, cond, self.sla.percentile)
+
+    def violations(self, p: Prediction) -> list[str]:
+        """The SLA constraints a prediction breaks (e.g. to judge the plan in force)."""
+        return [b.label for b in self.sla.bounds if not b.ok(getattr(p, b.metric))]
+
+    def decide(self, cond: Conditions) -> Decision:
+        table = self.model.predict_all(cond, self.sla.percentile)
+        cand = self.strategy.mask(table) & table.valid
+        oks = [b.ok(table[b.metric]) for b in self.sla.bounds]
+        feasible = cand & np.logical_and.reduce(oks) if oks else cand
+        if not feasible.any():
+            return self._safest(table, cand, oks)
+        idx, decided_by = self._rank(table, feasible, self.objectives)
+        binding = tuple(self._binding(table, cand, oks, idx))
+        c, s = idx
+        p = table.prediction(c, s)
+        reason = (f"{self.strategy.name}: split {s} ({_where(s, table.num_stages)}), {self._threshold_text(p)}; "
+                  f"{int(feasible.sum())}/{int(cand.sum())} plans meet the SLA; decided by {decided_by}; "
+                  f"binding: {', '.join(binding) or 'none'}")
+        return Decision(self.strategy.name, p, True, reason, decided_by, binding)
+
+    # -- ranking ----------------------------------------------------------------------------
+    def _rank(self, table: PredictionTable, mask: np.ndarray, objectives) -> tuple[tuple[int, int], str]:
+        """Lexicographic with tolerances: each objective keeps the plans within its band of
+        the best, the next decides among them; a deterministic tie-break ends it."""
+        cols, splits = np.nonzero(mask)
+        steps = []
+        for obj in objectives:
+            if len(cols) == 1:
+                break
+            spec = obj.spec
+            v = spec.sense * table[spec.metric][cols, splits]
+            best = v.max()
+            keep = v >= best - obj.band(best) - 1e-12
+            steps.append(f"{obj.name} ({_fmt(spec.metric, spec.sense * best)}"
+                         + (f", {int(keep.sum())} tied)" if keep.sum() > 1 else ")"))
+            cols, splits = cols[keep], splits[keep]
+        if len(cols) > 1:
+            # tie-break: lower mean latency, then less offloading (deeper split), then the higher threshold
+            order = np.lexsort((-cols, -splits, table["mean_latency_ms"][cols, splits]))
+            cols, splits = cols[order[:1]], splits[order[:1]]
+            steps.append("tie-break (mean latency, deeper split, higher threshold)")
+        return (int(cols[0]), int(splits[0])), " then ".join(steps) or "the only candidate"
+
+    def _binding(self, table, cand, oks, idx):
+        """Constraints without which the ranking would pick another plan."""
+        for i, bound in enumerate(self.sla.bounds):
+            others = [ok for j, ok in enumerate(oks) if j != i]
+            relaxed = cand & np.logical_and.reduce(others) if others else cand
+            if self._rank(table, relaxed, self.objectives)[0] != idx:
+                yield f"{bound.label} (predicted {_fmt(bound.metric, float(table[bound.metric][idx]))})"
+
+    def _safest(self, table: PredictionTable, cand: np.ndarray, oks) -> Decision:
+        """Nothing meets the SLA: the device answers alone, at the threshold that best meets
+        the latency bound (the most accurate that meets it, else the fastest)."""
+        n = table.num_stages
+        device = cand.copy()
+        device[:, :n] = False
+        if not device.any():                 # e.g. cloud-only: the drone runs the same network alone
+            device = replace(self.strategy, splits="device").mask(table) & table.valid
+        latency = [ok for b, ok in zip(self.sla.bounds, oks) if b.metric == "latency_ms"]
+        meets = device & latency[0] if latency else device
+        if meets.any():
+            idx, _ = self._rank(table, meets, self.sla.objectives)
+            how = "meets the latency bound"
+        else:
+            idx, _ = self._rank(table, device, (Objective("minimize_latency"),))
+            how = "the lowest latency, the bound is out of reach"
+        c, s = idx
+        p = table.prediction(c, s)
+        met = ", ".join(f"{b.label}: {int((cand & ok).sum())}/{int(cand.sum())}" for b, ok in zip(self.sla.bounds, oks))
+        reason = (f"{self.strategy.name}: no plan meets the SLA (plans meeting each constraint: {met or 'none'}); "
+                  f"safest: {_where(s, n)}, {self._threshold_text(p)} ({how}; "
+                  f"p{table.percentile:g} {p.latency_ms:.1f} ms, accuracy {p.accuracy:.4f})")
+        return Decision(self.strategy.name, p, False, reason, "safest plan", ())
+
+    @staticmethod
+    def _threshold_text(p: Prediction) -> str:
+        return f"threshold {p.threshold:g}" if p.early_exits else "no early exits"

@@ -1,0 +1,238 @@
+"""The monitor node: measures the link and the cloud, and re-plans split and threshold.
+
+It lives beside its drone (same namespace, same side of the link) and:
+  in   spinn/result      spinn_ros/InferenceResult: every offload is a bandwidth/RTT/loss sample
+  in   Zenoh             cloud liveliness tokens, cloud load reports, link probes of its own
+  out  spinn/link        spinn_ros/LinkState, periodically (reliable, transient local)
+  out  spinn/plan        spinn_ros/SplitPlan, when the decision changes (reliable, transient local)
+  out  /diagnostics
+
+Every control period the estimates go through a change detector with hysteresis; only a
+lasting change (or the cloud appearing/vanishing) triggers a new decision, and only a
+decision that differs from the plan in force is published, with its reason logged.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from rclpy.node import Node
+
+from spinn_ros.msg import InferenceResult, LinkState, SplitPlan
+
+from ..core.calibration import load_calibration
+from ..core.checkpoint import calibration_path
+from ..core.estimators import ChangeDetector, LinkEstimator
+from ..core.model_ref import is_random_ref, load_model
+from ..core.profiler import find_profile, load_profile
+from ..core.scheduler import STRATEGIES, Conditions, Decision, PerformanceModel, Scheduler
+from ..core.sla import DEFAULT_SLA_PATH, load_sla
+from ..ros import diagnostics as diag
+from ..ros import qos
+from ..ros.node_main import run_node
+from ..ros.params import Param, ParameterError, declare, in_range, non_empty, one_of, zenoh_params
+from .drone_node import ENCODINGS
+
+PARAMS = [
+    Param("checkpoint", "default", "the drone's model ('default', a path); plans carry its id", non_empty,
+          read_only=True),
+    Param("calibration", "", "calibration file (default: the one beside the checkpoint)", read_only=True),
+    Param("sla", "", f"SLA file (default: {DEFAULT_SLA_PATH.name} of the package)", read_only=True),
+    Param("strategy", "spinn", "planner: spinn or a baseline (" + ", ".join(STRATEGIES) + ")",
+          one_of(*STRATEGIES), read_only=True),
+    Param("profiles_dir", "profiles", "where the device and cloud profiles are", read_only=True),
+    Param("device_profile", "", "device profile file (default: found in profiles_dir for this host)",
+          read_only=True),
+    Param("cloud_profile", "", "cloud profile file (default: found in profiles_dir)", read_only=True),
+    Param("frame_rate_hz", 15.0, "camera rate the drone sees", in_range(0.1, 1000.0)),
+    Param("deadline_ms", 200.0, "the drone's cloud.deadline_ms", in_range(1.0, 10000.0)),
+    Param("encoding", "u8-lz4", "the drone's cloud.encoding", one_of(*ENCODINGS)),
+    Param("device_slowdown", 1.0, "drone compute relative to its profile (e.g. a slower or throttled drone)",
+          in_range(0.01, 100.0)),
+    Param("period_s", 0.1, "control period: estimates checked for change this often", in_range(0.01, 10.0),
+          read_only=True),
+    Param("link_state_period_s", 0.5, "period of spinn/link messages", in_range(0.05, 60.0), read_only=True),
+    Param("probe.rtt_period_s", 0.2, "small round-trip probes this often (0: none)", in_range(0.0, 60.0),
+          read_only=True),
+    Param("probe.bandwidth_period_s", 1.0, "bulk probes this often (0: none)", in_range(0.0, 60.0),
+          read_only=True),
+    Param("probe.bandwidth_bytes", 32768, "bulk probe size, bytes", in_range(4096, 1 << 20), read_only=True),
+    Param("probe.timeout_s", 1.0, "a probe unanswered this long counts as lost", in_range(0.01, 60.0),
+          read_only=True),
+    Param("min_samples", 3, "link samples needed before the first link-based decision", in_range(0, 1000)),
+    Param("diagnostics_period_s", 1.0, "period of /diagnostics messages, seconds", in_range(0.05, 60.0),
+          read_only=True),
+    *zenoh_params(connect="tcp/127.0.0.1:7447"),
+]
+
+
+def _resolve(path: str, default: Path) -> Path:
+    return Path(path) if path else default
+
+
+class MonitorNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("spinn_monitor", **kwargs)
+        p = declare(self, PARAMS)
+        self.p = p
+        self.scheduler, self.model_id = self._build_scheduler(p)
+        self.estimator = LinkEstimator()
+        self.detector = ChangeDetector()
+        self._lock = threading.Lock()
+        self._force = "start"
+        self.plan_id = 0
+        self.plan: Decision | None = None
+        self.plan_changes = 0
+
+        self.plan_pub = self.create_publisher(SplitPlan, "spinn/plan", qos.LATCHED)
+        self.link_pub = self.create_publisher(LinkState, "spinn/link", qos.LATCHED)
+        self.diag_pub = self.create_publisher(diag.DiagnosticArray, "/diagnostics", qos.RESULTS)
+        self.create_subscription(InferenceResult, "spinn/result", self._on_result, qos.RESULTS)
+        self.link = self._open_link(p)
+        self._probing: set[str] = set()
+        self.create_timer(p["period_s"], self._control)
+        self.create_timer(p["link_state_period_s"], self._publish_link_state)
+        self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
+        if p["probe.rtt_period_s"] > 0:
+            self.create_timer(p["probe.rtt_period_s"], lambda: self._probe("rtt", 64))
+        if p["probe.bandwidth_period_s"] > 0:
+            self.create_timer(p["probe.bandwidth_period_s"], lambda: self._probe("bw", p["probe.bandwidth_bytes"]))
+        self._control()     # a plan at once: device only until the link is measured
+
+    # -- set-up -----------------------------------------------------------------------------
+    def _build_scheduler(self, p: dict) -> tuple[Scheduler, str]:
+        ref = p["checkpoint"]
+        if is_random_ref(ref):
+            raise ParameterError(f"parameter 'checkpoint'={ref!r}: the monitor needs a calibrated checkpoint")
+        try:
+            model, model_id = load_model(ref)
+            cal_file = p["calibration"] or calibration_path(_checkpoint_file(ref))
+            calibration = load_calibration(cal_file, model_id)
+            profiles = Path(p["profiles_dir"])
+            device = load_profile(p["device_profile"] or find_profile(model_id, "device", root=profiles),
+                                  model_id, "device")
+            cloud = load_profile(p["cloud_profile"] or find_profile(model_id, "cloud", root=profiles),
+                                 model_id, "cloud")
+            sla = load_sla(_resolve(p["sla"], DEFAULT_SLA_PATH))
+        except (OSError, ValueError) as exc:
+            raise ParameterError(f"monitor set-up: {exc}") from exc
+        del model
+        self.get_logger().info(f"planning for model {model_id} with strategy {p['strategy']}, SLA {sla.name}")
+        return Scheduler(PerformanceModel(device, cloud, calibration), sla, p["strategy"]), model_id
+
+    def _open_link(self, p: dict):
+        from ..transport.zenoh_link import MonitorLink, settings_from_params
+
+        try:
+            settings = settings_from_params(p)
+        except ValueError as exc:
+            raise ParameterError(f"zenoh parameters: {exc}") from exc
+        return MonitorLink(settings, self._on_load, self._on_clouds)
+
+    # -- measurements (ROS and Zenoh threads) -------------------------------------------------
+    def _on_result(self, r: InferenceResult) -> None:
+        with self._lock:
+            self.estimator.on_result(r)
+
+    def _on_load(self, cloud: str, load: dict) -> None:
+        with self._lock:
+            self.estimator.on_cloud_load(load)
+
+    def _on_clouds(self, alive: set[str]) -> None:
+        with self._lock:
+            was = self.estimator.cloud_alive
+            self.estimator.cloud_alive = bool(alive)
+            if was != bool(alive):
+                self._force = "cloud " + ("appeared" if alive else "vanished")
+
+    def _probe(self, kind: str, nbytes: int) -> None:
+        clouds = sorted(self.link.clouds.alive)
+        if not clouds or kind in self._probing:
+            return          # nothing to probe, or the last one of this kind is still out
+        self._probing.add(kind)
+
+        def done(seconds: float | None) -> None:
+            self._probing.discard(kind)
+            with self._lock:
+                self.estimator.on_probe(None if seconds is None else seconds * 1e3, nbytes)
+
+        self.link.probe(clouds[0], nbytes, 16, self.p["probe.timeout_s"], done)
+
+    # -- planning -----------------------------------------------------------------------------
+    def _conditions(self) -> Conditions:
+        return self.estimator.conditions(frame_rate_hz=self.p["frame_rate_hz"], deadline_ms=self.p["deadline_ms"],
+                                         encoding=self.p["encoding"], device_slowdown=self.p["device_slowdown"])
+
+    def _control(self) -> None:
+        with self._lock:
+            values = self.estimator.change_values()
+            samples = self.estimator.link_state_fields()["samples"]
+            why = self._force
+            self._force = None
+            if samples >= self.p["min_samples"]:
+                changed = self.detector.update(time.monotonic(), values)
+                if changed and not why:
+                    why = "changed: " + ", ".join(changed)
+            if not why:
+                return
+            conditions = self._conditions()
+        decision = self.scheduler.decide(conditions)
+        if self.plan is not None and _same_plan(self.plan, decision):
+            return
+        self._publish_plan(decision, why, conditions)
+
+    def _publish_plan(self, d: Decision, why: str, c: Conditions) -> None:
+        self.plan_id += 1
+        self.plan_changes += self.plan is not None
+        self.plan = d
+        msg = SplitPlan(plan_id=self.plan_id, model_id=self.model_id, **d.plan_fields())
+        msg.reason = f"{why}; {d.reason}"
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.plan_pub.publish(msg)
+        self.get_logger().info(
+            f"plan {self.plan_id}: split {msg.split_point}, threshold {msg.exit_threshold:.3f}, offload "
+            f"{msg.offload}, predicted p{self.scheduler.sla.percentile:g} {msg.predicted_latency_ms:.1f} ms, "
+            f"accuracy {msg.predicted_accuracy:.3f} (link {c.bandwidth_mbps:.1f} Mbit/s, rtt {c.rtt_ms:.1f} ms, "
+            f"loss {c.loss_rate:.2f}, cloud {'up' if c.cloud_alive else 'down'}) -- {msg.reason}")
+
+    def _publish_link_state(self) -> None:
+        with self._lock:
+            fields = self.estimator.link_state_fields()
+        msg = LinkState(**fields)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.link_pub.publish(msg)
+
+    def _publish_diagnostics(self) -> None:
+        with self._lock:
+            values = dict(self.estimator.link_state_fields())
+        values.update({"plan_id": self.plan_id, "plan_changes": self.plan_changes,
+                       "split_point": self.plan.split if self.plan else -1,
+                       "exit_threshold": min(self.plan.threshold, 1.0) if self.plan else 0.0,
+                       "feasible": self.plan.feasible if self.plan else False})
+        level = diag.OK if self.plan is None or self.plan.feasible else diag.WARN
+        text = "plan meets the SLA" if level == diag.OK else "no plan meets the SLA: safest plan in force"
+        self.diag_pub.publish(diag.make_array(self.get_clock().now().to_msg(),
+                                              f"{self.get_fully_qualified_name()}: planner", self.model_id, level,
+                                              text, values))
+
+    def close(self) -> None:
+        self.link.close()
+
+
+def _checkpoint_file(ref: str) -> Path:
+    from ..core.checkpoint import default_checkpoint_path
+
+    return default_checkpoint_path() if ref == "default" else Path(ref)
+
+
+def _same_plan(a: Decision, b: Decision) -> bool:
+    return (a.split, min(a.threshold, 1.0), a.offload) == (b.split, min(b.threshold, 1.0), b.offload)
+
+
+def main(args=None) -> int:
+    return run_node(MonitorNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

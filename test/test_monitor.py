@@ -1,0 +1,210 @@
+"""The monitor re-planning against a real emulated link.
+
+Topology: this test process, the drone node and the monitor run on the *drone* side of
+an emulated link (a network namespace; DDS stays on its loopback), the cloud server on
+the *cloud* side; Zenoh crosses the veth pair whose rate, delay and outages the test
+changes live. Needs root (network namespaces): without it the tests fail loudly unless
+SPINN_ALLOW_NO_ROOT=1, which turns them into skips that say why.
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import Image
+
+from spinn_ros import launch_spec
+from spinn_ros.core.calibration import load_calibration
+from spinn_ros.core.checkpoint import calibration_path, default_checkpoint_path
+from spinn_ros.core.model_ref import load_model
+from spinn_ros.core.profiler import find_profile, load_profile
+from spinn_ros.core.scheduler import Conditions, PerformanceModel, Scheduler
+from spinn_ros.core.sla import DEFAULT_SLA_PATH, load_sla
+from spinn_ros.linkemu import EmulatedLink, pid_prefix, require_root
+from spinn_ros.msg import InferenceResult, SplitPlan
+from spinn_ros.ros import qos
+from spinn_ros.ros.harness import RosHarness, domain_id_for_run, fastdds_shm_files, orphaned_shm_files, wait_until
+
+from helpers import Collector, image_msg
+
+pytestmark = pytest.mark.netns
+
+FRAME_RATE = 20.0
+SLOWDOWN = 8.0            # the drone computes 8x slower than this machine (sleep-padded head)
+DEADLINE_MS = 150.0
+PORT = 7447
+CAMERA = "/camera/image_raw"
+
+
+def settings(**kw) -> dict:
+    return {"frame_rate_hz": FRAME_RATE, "deadline_ms": DEADLINE_MS, "encoding": "u8-lz4",
+            "device_slowdown": SLOWDOWN, **kw}
+
+
+@pytest.fixture(scope="module")
+def planner():
+    """The scheduler the monitor will run, for predictions the test checks against."""
+    if not default_checkpoint_path().exists():
+        pytest.fail("the shipped checkpoint is missing: the monitor plans for a trained, calibrated model")
+    _, model_id = load_model("default")
+    cal = load_calibration(calibration_path(default_checkpoint_path()), model_id)
+    device = load_profile(find_profile(model_id, "device"), model_id, "device")
+    cloud = load_profile(find_profile(model_id, "cloud"), model_id, "cloud")
+    return Scheduler(PerformanceModel(device, cloud, cal), load_sla(DEFAULT_SLA_PATH))
+
+
+@pytest.fixture
+def drone_side():
+    """(link, ros): an emulated link, with this test's ROS context on its drone side."""
+    require_root()
+    before = fastdds_shm_files()
+    with EmulatedLink(prefix=pid_prefix("spmon"), rate_mbit=100, rtt_ms=10) as link:
+        with link.enter("drone"):
+            ros = RosHarness(domain_id_for_run())
+            try:
+                yield link, ros
+            finally:
+                codes = ros.close()
+    assert all(c == 0 for c in codes.values()), f"nodes did not shut down cleanly: {codes}"
+    assert not orphaned_shm_files(before), "FastDDS shared-memory files left behind"
+
+
+def start_system(link, ros):
+    cloud = link.popen("cloud", [sys.executable, "-m", "spinn_ros.cli", "cloud", "--listen",
+                                 f"tcp/{link.cloud_ip}:{PORT}", "--stats-period", "0"])
+    zenoh = {"zenoh.connect": f"tcp/{link.cloud_ip}:{PORT}"}
+    drone, monitor = launch_spec.drone(camera_topic=CAMERA, overrides={
+        **zenoh, "cloud.deadline_ms": DEADLINE_MS, "emulate.slowdown": SLOWDOWN})
+    monitor = launch_spec.NodeSpec(**{**monitor.__dict__, "params": {
+        **monitor.params, **zenoh, "deadline_ms": DEADLINE_MS, "device_slowdown": SLOWDOWN,
+        "frame_rate_hz": FRAME_RATE}})
+    ros.start(drone)
+    ros.start(monitor)
+    return cloud
+
+
+class Camera:
+    """Publishes simulator frames at FRAME_RATE from a thread; remembers when each left."""
+
+    def __init__(self, ros):
+        import threading
+
+        from spinn_ros.demo import course_frames
+
+        self.frames = [f for _, f, _ in course_frames(5, 40, 128)]
+        self.pub = ros.node.create_publisher(Image, CAMERA, qos.SENSOR)
+        self.sent: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def _run(self):
+        seq = 1
+        while not self._stop.is_set():
+            self.sent[seq] = time.monotonic()
+            self.pub.publish(image_msg(self.frames[seq % len(self.frames)], "rgb8", seq))
+            seq += 1
+            time.sleep(1 / FRAME_RATE)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+
+def final_latencies_ms(results: Collector, camera: Camera, t_from: float, t_to: float) -> list[float]:
+    out = []
+    for r in results.msgs:
+        sent = camera.sent.get(r.header.stamp.sec)
+        if not r.provisional and sent is not None and t_from <= sent < t_to:
+            out.append((results.arrived[id(r)] - sent) * 1e3)
+    return out
+
+
+def plans_after(plans: Collector, t: float) -> list[SplitPlan]:
+    return [p for p in plans.msgs if plans.arrived[id(p)] > t]
+
+
+def test_step_to_a_slow_link_replans_within_a_second(drone_side, planner):
+    link, ros = drone_side
+    fast = planner.decide(Conditions(100.0, 10.0, **settings()))
+    slow = planner.decide(Conditions(2.0, 10.0, **settings()))
+    assert (fast.split, fast.threshold, fast.offload) != (slow.split, slow.threshold, slow.offload), \
+        "test set-up: the planner must choose differently on the two links"
+    start_system(link, ros)
+    plans = Collector(ros.node, SplitPlan, "/spinn/plan", qos.LATCHED)
+    results = Collector(ros.node, InferenceResult, "/spinn/result", qos.RESULTS)
+    camera = Camera(ros).start()
+    try:
+        wait_until(lambda: plans.msgs and plans.msgs[-1].offload, 30, "an offloading plan on the fast link")
+        wait_until(lambda: any(r.source == InferenceResult.SOURCE_CLOUD for r in results.msgs), 10, "cloud answers")
+        time.sleep(2.0)
+        event = link.set(rate_mbit=2.0)
+        wait_until(lambda: plans_after(plans, event.t), 5, "a new plan after the step")
+        new_plan_s = plans.arrived[id(plans_after(plans, event.t)[0])] - event.t
+        time.sleep(4.5)
+        lat = final_latencies_ms(results, camera, event.t + 2.0, event.t + 4.0)
+    finally:
+        camera.stop()
+    bound = next(b.limit for b in planner.sla.bounds if b.metric == "latency_ms")
+    assert new_plan_s <= 1.0, f"new plan {new_plan_s:.2f} s after the step"
+    assert len(lat) >= 0.8 * 2.0 * FRAME_RATE
+    assert np.percentile(lat, 95) <= bound, f"p95 {np.percentile(lat, 95):.0f} ms > {bound} ms 2-4 s after the step"
+
+
+def test_outage_goes_device_only_without_missed_deadlines_and_recovers(drone_side):
+    link, ros = drone_side
+    start_system(link, ros)
+    plans = Collector(ros.node, SplitPlan, "/spinn/plan", qos.LATCHED)
+    results = Collector(ros.node, InferenceResult, "/spinn/result", qos.RESULTS)
+    camera = Camera(ros).start()
+    try:
+        wait_until(lambda: plans.msgs and plans.msgs[-1].offload, 30, "an offloading plan")
+        time.sleep(1.0)
+        down = link.outage()
+        wait_until(lambda: any(not p.offload for p in plans_after(plans, down.t)), 6, "a device-only plan")
+        time.sleep(2.0)
+        up = link.restore()
+        wait_until(lambda: any(p.offload for p in plans_after(plans, up.t)), 15, "offloading plan after recovery")
+        t_plan = plans.arrived[id(next(p for p in plans_after(plans, up.t) if p.offload))]
+        wait_until(lambda: any(r.source == InferenceResult.SOURCE_CLOUD and results.arrived[id(r)] > t_plan
+                               for r in results.msgs), 10, "cloud answers after recovery")
+        lat = final_latencies_ms(results, camera, down.t - 1.0, up.t + 1.0)
+    finally:
+        camera.stop()
+    slack_ms = 100.0
+    assert lat and max(lat) <= DEADLINE_MS + slack_ms, f"a final answer missed its deadline: {max(lat):.0f} ms"
+
+
+def test_predictions_match_measurements_on_the_emulated_link(drone_side, planner):
+    """Median measured latency and throughput of the plan in force within 20 % of the prediction."""
+    link, ros = drone_side
+    start_system(link, ros)
+    plans = Collector(ros.node, SplitPlan, "/spinn/plan", qos.LATCHED)
+    results = Collector(ros.node, InferenceResult, "/spinn/result", qos.RESULTS)
+    camera = Camera(ros).start()
+    rows = []
+    try:
+        for rate in (100.0, 5.0):
+            event = link.set(rate_mbit=rate)
+            time.sleep(4.0)                      # estimates settle, plan applied
+            plan = plans.msgs[-1]
+            t0 = time.monotonic()
+            time.sleep(5.0)
+            window = [r for r in results.msgs if not r.provisional and r.plan_id == plan.plan_id
+                      and t0 <= results.arrived[id(r)] < t0 + 5.0]
+            lat = final_latencies_ms(results, camera, t0, t0 + 5.0)
+            rows.append((rate, plan, statistics.fmean(lat) if lat else float("nan"), len(window) / 5.0))
+            del event
+    finally:
+        camera.stop()
+    for rate, plan, mean_ms, fps in rows:
+        assert mean_ms == pytest.approx(plan.predicted_mean_latency_ms, rel=0.2), \
+            f"{rate} Mbit/s: measured mean {mean_ms:.1f} ms vs predicted {plan.predicted_mean_latency_ms:.1f} ms"
+        assert fps == pytest.approx(min(plan.predicted_throughput_fps, FRAME_RATE), rel=0.2), \
+            f"{rate} Mbit/s: measured {fps:.1f} fps vs predicted {plan.predicted_throughput_fps:.1f}"

@@ -1,0 +1,166 @@
+"""Profiler: a real (tiny) profile of a random small model, the file's schema, and refusals."""
+import json
+
+import numpy as np
+import pytest
+
+from spinn_ros.core import profiler as P
+from spinn_ros.core.calibration import CalibrationError, save_calibration
+from spinn_ros.core.checkpoint import calibration_path, save_checkpoint
+from spinn_ros.core.model import build_model
+from spinn_ros.core.model_ref import load_model
+from spinn_ros.core.scheduler import Conditions, PerformanceModel, Scheduler
+from spinn_ros.core.sla import load_sla
+
+REF = "random:small:0"
+ENCODINGS = ["u8-lz4", "f32-none"]
+
+
+@pytest.fixture(scope="module")
+def profiles(tmp_path_factory):
+    """Both roles profiled by `spinn profile` itself (one fresh process per role)."""
+    out = tmp_path_factory.mktemp("profiles")
+    rc = P.main(["--checkpoint", REF, "--runs", "2", "--warmup", "1", "--frames", "2", "--batch-sizes", "1", "2",
+                 "--encodings", *ENCODINGS, "--out-dir", str(out), "--host", "testhost", "--quiet",
+                 "--dataset", str(out / "none.npz")])
+    assert rc == 0
+    model, model_id = load_model(REF)
+    return model, model_id, out
+
+
+def test_one_file_per_model_host_and_role(profiles):
+    model, model_id, out = profiles
+    assert sorted(p.name for p in out.glob("*.json")) == [f"{model_id}-testhost-cloud.json",
+                                                          f"{model_id}-testhost-device.json"]
+    assert P.find_profile(model_id, "device", "testhost", out) == out / f"{model_id}-testhost-device.json"
+
+
+def test_device_profile_schema(profiles):
+    model, model_id, out = profiles
+    path = P.default_profile_path(model_id, "device", "testhost", out)
+    data = json.loads(path.read_text())
+    header = (data["format"], data["version"], data["role"], data["model_id"])
+    assert header == (P.FORMAT, P.VERSION, "device", model_id)
+    assert data["settings"]["torch_threads"] == 1 and data["machine"]["torch_threads"] == 1
+    assert data["settings"]["inputs"] == "procedural" and data["calibration"] is None   # random models have none
+    p = P.load_profile(path, model_id, "device")
+    n, e = model.num_stages, model.num_exits
+    assert p.exit_stages == list(model.exit_stages)
+    assert p.stage_ms().shape == (n,) and p.exit_ms().shape == (e,) and (p.stage_ms() > 0).all()
+    assert all(len(data["device"]["head_ms"][k]) == n + 1 for k in P.STATS)
+    assert p.preprocess_ms() > 0
+    for enc in ENCODINGS:
+        assert p.wire_bytes(enc).shape == p.encode_ms(enc).shape == (n,)
+    # real encoded requests: u8 + lz4 beats raw float32 at every split but 0 (the same uint8 frame)
+    assert (p.wire_bytes("u8-lz4")[1:] < p.wire_bytes("f32-none")[1:]).all()
+    assert p.wire_bytes("f32-none")[1] > np.prod(model.split_shape(1)) * 4
+    assert data["split_shapes"][1] == list(model.split_shape(1))
+
+
+def test_cloud_profile_schema(profiles):
+    model, model_id, out = profiles
+    p = P.load_profile(P.default_profile_path(model_id, "cloud", "testhost", out), model_id, "cloud")
+    assert p.batch_sizes == [1, 2]
+    for b in p.batch_sizes:
+        assert p.stage_ms(batch=b).shape == (model.num_stages,) and p.exit_ms(batch=b).shape == (model.num_exits,)
+        assert (p.batch_overhead_ms(b) >= 0).all() and p.batch_overhead_ms(b).shape == (model.num_stages,)
+        assert len(p.data["cloud"]["tail_ms"][str(b)]["median"]) == model.num_stages
+    assert p.decode_ms("u8-lz4").shape == (model.num_stages,)
+    with pytest.raises(ValueError, match="batch size 4 not profiled"):
+        p.stage_ms(batch=4)
+    with pytest.raises(ValueError, match="encoding 'f16-zstd' not profiled"):
+        p.decode_ms("f16-zstd")
+
+
+def test_another_models_profile_is_refused(profiles):
+    _, model_id, out = profiles
+    path = P.default_profile_path(model_id, "device", "testhost", out)
+    with pytest.raises(P.ProfileError) as err:
+        P.load_profile(path, "0123456789abcdef")
+    assert str(path) in str(err.value) and model_id in str(err.value) and "0123456789abcdef" in str(err.value)
+    with pytest.raises(P.ProfileError, match="role 'device', expected cloud"):
+        P.load_profile(path, model_id, "cloud")
+
+
+def test_broken_files_are_refused(tmp_path):
+    with pytest.raises(P.ProfileNotFound, match="no such file"):
+        P.load_profile(tmp_path / "x.json", None)
+    with pytest.raises(P.ProfileNotFound, match="spinn profile --role device"):
+        P.find_profile("abc", "device", "h", tmp_path)
+    cases = {"notjson": "{", "other": json.dumps({"format": "something"}),
+             "old": json.dumps({"format": P.FORMAT, "version": 0}),
+             "short": json.dumps({"format": P.FORMAT, "version": P.VERSION, "model_id": "m", "role": "device",
+                                  "num_stages": 3, "exit_stages": [2], "settings": {},
+                                  "device": {"stage_ms": {"median": [1], "p90": [1], "mean": [1]}}})}
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+    for name, msg in [("notjson", "not JSON"), ("other", "not a spinn profile"), ("old", "version 0"),
+                      ("short", "lists of 3 stages")]:
+        with pytest.raises(P.ProfileError, match=msg):
+            P.load_profile(tmp_path / name, None)
+
+
+def test_slowdown_scales_device_times(profiles):
+    _, model_id, out = profiles
+    path = P.default_profile_path(model_id, "device", "testhost", out)
+    data = json.loads(path.read_text())
+    data["settings"]["time_scale"] = 3.0
+    slow = P.Profile(data, "scaled")
+    base = P.load_profile(path, model_id)
+    np.testing.assert_allclose(slow.stage_ms(), 3 * base.stage_ms())
+    np.testing.assert_allclose(slow.wire_bytes("u8-lz4"), base.wire_bytes("u8-lz4"))     # bytes do not scale
+
+
+def test_real_profiles_drive_the_scheduler(profiles):
+    """Measured profiles + a calibration of the same geometry: a decision comes out."""
+    from test_scheduler import make_calibration
+
+    model, model_id, out = profiles
+    n = model.num_stages
+    cal = make_calibration(model_id=model_id, rates=[[1 / n] * n, [0.0] * (n - 1) + [1.0]],
+                           exit_acc=[[0.9] * n, [None] * (n - 1) + [0.95]], thresholds=[0.9, 1.0],
+                           exit_stages=model.exit_stages, standalone=[0.8] * n, num_stages=n)
+    perf = PerformanceModel(P.load_profile(P.find_profile(model_id, "device", "testhost", out), model_id),
+                            P.load_profile(P.find_profile(model_id, "cloud", "testhost", out), model_id), cal)
+    d = Scheduler(perf, load_sla()).decide(Conditions(bandwidth_mbps=50.0, rtt_ms=20.0, encoding="u8-lz4"))
+    assert 0 <= d.split <= n and d.reason
+
+
+def test_calibration_reference_checks_the_model(tmp_path):
+    from test_scheduler import make_calibration
+
+    ckpt = tmp_path / "m.pt"
+    mid = save_checkpoint(ckpt, build_model("small", seed=1))
+    assert P.calibration_reference(str(ckpt), mid, None) == {"path": str(calibration_path(ckpt)), "model_id": None}
+    cal = make_calibration(model_id=mid)
+    save_calibration(calibration_path(ckpt), {**cal.data, "format": "spinn-calibration", "version": 1})
+    assert P.calibration_reference(str(ckpt), mid, None) == {"path": str(calibration_path(ckpt)), "model_id": mid}
+    with pytest.raises(CalibrationError, match="made for model"):
+        P.calibration_reference(str(ckpt), "another", None)
+    assert P.calibration_reference(REF, "x", None) is None
+
+
+def test_bad_arguments_fail_cleanly(capsys):
+    assert P.main(["--runs", "0"]) == 2
+    assert P.main(["--checkpoint", "random:huge:1"]) == 2
+    assert "bad model reference" in capsys.readouterr().err
+
+
+def test_procedural_frames_look_like_frames():
+    frames, source = P.input_frames(3, 64, None)
+    assert frames.shape == (3, 64, 64, 3) and frames.dtype == np.uint8 and source == "procedural"
+    assert frames.std() > 10
+
+
+def test_dataset_frames_are_used_when_present(tmp_path):
+    from spinn_ros.sim.dataset import FORMAT, VERSION, save_split
+
+    n = 6
+    arrays = {"images": np.arange(n * 16 * 16 * 3, dtype=np.uint8).reshape(n, 16, 16, 3),
+              "collision": np.zeros(n, np.uint8), "steering": np.zeros(n, np.float32),
+              "nearest": np.ones(n, np.float32), "pose": np.zeros((n, 6), np.float32), "world": np.arange(n)}
+    path = tmp_path / "val.npz"
+    save_split(path, arrays, {"format": FORMAT, "version": VERSION})
+    frames, source = P.input_frames(3, 16, path)
+    assert source == f"dataset {path}" and frames.shape == (3, 16, 16, 3)
+    np.testing.assert_array_equal(frames[[0, -1]], arrays["images"][[0, -1]])    # spread over the split

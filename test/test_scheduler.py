@@ -1,0 +1,285 @@
+"""Scheduler: the performance model and the decision on synthetic profiles whose right
+answer is known by hand.
+
+The toy network: 3 stages, an exit after each (the last is the final classifier).
+Drone: 20 ms per stage + 2 ms per exit head, so exits answer at 22 / 44 / 66 ms.
+Cloud: 1 ms per stage + 0.1 ms per head at batch 1 (1.6 / 0.16 at batch 2).
+Wire bytes per split: 50 kB (frame), 20 kB, 5 kB. Calibration (rates / accuracy per exit):
+
+    threshold  rates               exit accuracy        overall
+    0.5        0.70 0.27 0.03      0.80 0.85 0.90       0.8165
+    0.7        0.40 0.30 0.30      0.86 0.88 0.92       0.884
+    0.9        0.20 0.20 0.60      0.95 0.93 0.93       0.934
+    1.0        0    0    1         -    -    0.94       0.94
+"""
+import math
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spinn_ros.core.calibration import Calibration
+from spinn_ros.core.profiler import ProfileError, synthetic_profile
+from spinn_ros.core.scheduler import NO_EXITS, STRATEGIES, Conditions, PerformanceModel, Scheduler
+from spinn_ros.core.sla import parse_sla
+
+MODEL_ID = "toy"
+THRESHOLDS = [0.5, 0.7, 0.9, 1.0]
+RATES = [[0.70, 0.27, 0.03], [0.4, 0.3, 0.3], [0.2, 0.2, 0.6], [0.0, 0.0, 1.0]]
+EXIT_ACC = [[0.80, 0.85, 0.90], [0.86, 0.88, 0.92], [0.95, 0.93, 0.93], [None, None, 0.94]]
+STANDALONE = [0.75, 0.85, 0.94]
+
+
+def make_calibration(model_id=MODEL_ID, rates=RATES, exit_acc=EXIT_ACC, thresholds=THRESHOLDS, exit_stages=(0, 1, 2),
+                     standalone=STANDALONE, num_stages=3) -> Calibration:
+    rows = [{"threshold": t, "exit_rate": r, "exit_accuracy": a,
+             "accuracy": sum(x * (y or 0) for x, y in zip(r, a))} for t, r, a in zip(thresholds, rates, exit_acc)]
+    return Calibration({
+        "format": "spinn-calibration", "version": 1, "model_id": model_id, "num_stages": num_stages,
+        "stage_macs": [1] * num_stages, "thresholds": list(thresholds), "per_threshold": rows,
+        "collision_fraction": 0.3,
+        "exits": [{"index": e, "stage": s, "head_macs": 1, "macs_to_exit": 1, "standalone_accuracy": a}
+                  for e, (s, a) in enumerate(zip(exit_stages, standalone))]}, "synthetic")
+
+
+def make_device(stage_ms=(20, 20, 20), exit_ms=(2, 2, 2), wire_bytes=(50_000, 20_000, 5_000), model_id=MODEL_ID,
+                exit_stages=(0, 1, 2)):
+    return synthetic_profile("device", model_id=model_id, exit_stages=exit_stages, stage_ms=stage_ms, exit_ms=exit_ms,
+                             wire_bytes=wire_bytes)
+
+
+def make_cloud(stage_ms=(1, 1, 1), exit_ms=(0.1, 0.1, 0.1), model_id=MODEL_ID, exit_stages=(0, 1, 2)):
+    return synthetic_profile("cloud", model_id=model_id, exit_stages=exit_stages, stage_ms=stage_ms, exit_ms=exit_ms,
+                             batch_scale={1: 1.0, 2: 1.6})
+
+
+def toy_model() -> PerformanceModel:
+    return PerformanceModel(make_device(), make_cloud(), make_calibration())
+
+
+def sla(constraints=None, objectives=None):
+    return parse_sla({"constraints": constraints or {},
+                      "objectives": objectives or [{"maximize_accuracy": {"tolerance": 0.001}}, "minimize_latency"]})
+
+
+FAST = Conditions(bandwidth_mbps=1000.0, rtt_ms=2.0)
+SLOW = Conditions(bandwidth_mbps=1.0, rtt_ms=100.0)
+OUTAGE = Conditions(bandwidth_mbps=1000.0, rtt_ms=2.0, cloud_alive=False)
+
+
+# -- the performance model ---------------------------------------------------------------
+
+
+def test_device_only_latency_is_a_mixture_over_exits():
+    p = toy_model().predict(3, 0.5, SLOW)
+    assert p.offload_fraction == 0 and p.bytes_per_frame == 0 and p.server_ms_per_frame == 0
+    assert p.mean_latency_ms == pytest.approx(0.70 * 22 + 0.27 * 44 + 0.03 * 66)
+    assert p.latency_ms == pytest.approx(44)          # 97 % of frames are out by exit 1
+    assert p.accuracy == pytest.approx(0.8165)
+    assert p.device_ms_per_frame == pytest.approx(p.mean_latency_ms)
+    assert p.throughput_fps == pytest.approx(min(30, 1e3 / p.mean_latency_ms)) and p.bottleneck == "camera"
+
+
+def test_offloaded_latency_adds_transfer_rtt_and_cloud_tail():
+    p = toy_model().predict(0, 1.0, FAST)          # raw frame, everything answered by the final exit in the cloud
+    tx = 50_000 * 8 / 1e6                            # ms at 1000 Mbit/s
+    rho = 30 * tx / 1e3                              # uplink utilisation at 30 offloads per second
+    wait = rho / (2 * (1 - rho)) * tx
+    assert p.latency_ms == pytest.approx(tx + wait + 2.0 + 3 * 1.0 + 3 * 0.1)
+    assert p.offload_fraction == 1 and p.bytes_per_frame == 50_000 and p.fallback_fraction == 0
+    assert p.server_ms_per_frame == pytest.approx(3.3)
+    assert p.accuracy == pytest.approx(0.94)
+
+
+def test_deadline_caps_offloads_and_costs_the_provisional_accuracy():
+    p = toy_model().predict(2, 0.9, SLOW)      # 44 ms head + 40 ms for 5 kB at 1 Mbit/s + queueing + 100 ms RTT > 200
+    assert p.fallback_fraction == pytest.approx(0.6)
+    assert p.latency_ms == pytest.approx(200.0)
+    assert p.mean_latency_ms == pytest.approx(0.2 * 22 + 0.2 * 44 + 0.6 * 200)
+    # provisional answer = exit 1 on the frames it was not sure of, estimated from its standalone accuracy
+    prov = (0.85 - 0.4 * 0.94) / 0.6
+    assert p.accuracy == pytest.approx(0.2 * 0.95 + 0.2 * 0.93 + 0.6 * prov)
+
+
+def test_loss_costs_the_deadline_and_device_accuracy():
+    lossy = Conditions(bandwidth_mbps=1000.0, rtt_ms=2.0, loss_rate=0.5)
+    p = toy_model().predict(1, 0.9, lossy)
+    assert p.fallback_fraction == pytest.approx(0.5 * 0.8)
+    ok = toy_model().predict(1, 0.9, FAST)
+    assert p.accuracy < ok.accuracy and p.mean_latency_ms > ok.mean_latency_ms
+    assert p.latency_ms == pytest.approx(200.0)       # 40 % of frames wait for the deadline
+
+
+def test_no_device_exit_falls_back_by_computing_the_tail_on_the_drone():
+    p = toy_model().predict(0, 1.0, SLOW)              # 400 ms to send the frame: always late, no provisional answer
+    assert p.fallback_fraction == 1
+    assert p.latency_ms == pytest.approx(200 + 66)
+    assert p.accuracy == pytest.approx(0.94)          # the drone computes the same answer, late
+
+
+def test_no_exits_column_skips_the_intermediate_heads():
+    m = toy_model()
+    plain, exits = m.predict(3, NO_EXITS, SLOW), m.predict(3, 1.0, SLOW)
+    assert plain.latency_ms == pytest.approx(60 + 2) and exits.latency_ms == pytest.approx(66)
+    assert plain.accuracy == pytest.approx(0.94)
+
+
+def test_slowdown_and_batching_scale_the_right_side():
+    m = toy_model()
+    base = m.predict(3, 1.0, SLOW)
+    slow = m.predict(3, 1.0, Conditions(bandwidth_mbps=1.0, rtt_ms=50.0, device_slowdown=2.0))
+    assert slow.latency_ms == pytest.approx(2 * base.latency_ms)
+    b1 = m.predict(1, 1.0, FAST)
+    b2 = m.predict(1, 1.0, Conditions(bandwidth_mbps=1000.0, rtt_ms=2.0, cloud_batch_size=2))
+    assert b2.server_ms_per_frame == pytest.approx(b1.server_ms_per_frame * 1.6 / 2)
+
+
+def test_profiles_of_another_model_are_refused():
+    with pytest.raises(ProfileError, match="other"):
+        PerformanceModel(make_device(model_id="other"), make_cloud(), make_calibration())
+
+
+def test_conditions_validate_and_read_link_state():
+    with pytest.raises(ValueError, match="loss_rate"):
+        Conditions(bandwidth_mbps=1, rtt_ms=1, loss_rate=2)
+
+    class LinkState:
+        bandwidth_mbps, rtt_ms, loss_rate, cloud_alive = 12.0, 30.0, 0.1, True
+        cloud_queue_depth, cloud_compute_ms, cloud_batch_size = 2.0, 0.0, 0.0
+
+    c = Conditions.from_link_state(LinkState(), deadline_ms=150.0)
+    assert (c.bandwidth_mbps, c.cloud_compute_ms, c.cloud_batch_size, c.deadline_ms) == (12.0, None, 1.0, 150.0)
+
+
+# -- decisions --------------------------------------------------------------------------
+
+
+def decide(cond, strategy="spinn", **kw):
+    return Scheduler(toy_model(), sla(**kw), strategy).decide(cond)
+
+
+def test_fast_link_offloads_the_raw_frame():
+    d = decide(FAST, constraints={"latency_ms": {"max": 30, "percentile": 95}})
+    assert d.feasible and (d.split, d.threshold, d.offload) == (0, 1.0, True)
+    assert "decided by maximize_accuracy" in d.reason
+
+
+def test_slow_link_keeps_everything_on_the_drone():
+    d = decide(SLOW, constraints={"latency_ms": {"max": 100}})
+    assert d.feasible and (d.split, d.threshold, d.offload) == (3, 1.0, False)
+
+
+def test_outage_means_device_only_even_on_a_fast_link():
+    d = decide(OUTAGE, constraints={"latency_ms": {"max": 100}})
+    assert d.feasible and d.split == 3 and not d.offload
+
+
+def test_tight_latency_bound_lowers_the_threshold():
+    loose = decide(SLOW, constraints={"latency_ms": {"max": 100}})
+    tight = decide(SLOW, constraints={"latency_ms": {"max": 50}})
+    assert tight.feasible and tight.split == 3 and tight.threshold == 0.5 < loose.threshold
+    assert tight.prediction.latency_ms <= 50
+    assert any("latency" in b for b in tight.binding) and "binding: p95 latency <= 50 ms" in tight.reason
+
+
+def test_min_accuracy_is_respected_by_a_latency_objective():
+    free = decide(SLOW, objectives=["minimize_latency"])
+    held = decide(SLOW, constraints={"min_accuracy": 0.93}, objectives=["minimize_latency"])
+    assert free.threshold == 0.5
+    assert held.feasible and held.prediction.accuracy >= 0.93 and held.threshold == 0.9
+    assert held.binding and "accuracy >= 0.93" in held.binding[0]
+
+
+def test_tolerance_lets_the_next_objective_decide():
+    # 0.934 vs 0.94 accuracy: within 0.01 they tie and latency picks threshold 0.9 (mean 48.4 vs 66 ms)
+    strict = decide(SLOW, objectives=["maximize_accuracy", "minimize_latency"])
+    tolerant = decide(SLOW, objectives=[{"maximize_accuracy": {"tolerance": 0.01}}, "minimize_latency"])
+    assert strict.threshold == 1.0 and tolerant.threshold == 0.9
+    assert "2 tied" in tolerant.decided_by
+
+
+def test_infeasible_sla_picks_the_safest_plan_and_says_so():
+    d = decide(FAST, constraints={"min_accuracy": 0.99, "latency_ms": {"max": 50}})
+    assert not d.feasible and d.split == 3 and not d.offload
+    assert d.threshold == 0.5                          # the only device plan within 50 ms
+    assert "no plan meets the SLA" in d.reason and "accuracy >= 0.99: 0/" in d.reason
+    out_of_reach = decide(FAST, constraints={"latency_ms": {"max": 1}})
+    assert not out_of_reach.feasible and out_of_reach.split == 3 and out_of_reach.threshold == 0.5
+
+
+def test_baselines_return_their_fixed_plans():
+    cons = {"latency_ms": {"max": 500}}
+    assert (decide(FAST, "device_only", constraints=cons).split, decide(FAST, "device_only").threshold) == (3, NO_EXITS)
+    cloud = decide(FAST, "cloud_only", constraints=cons)
+    assert (cloud.split, cloud.threshold, cloud.offload) == (0, NO_EXITS, True)
+    assert decide(FAST, "neurosurgeon").split == 0     # the lowest latency on a fast link
+    assert decide(SLOW, "neurosurgeon").split == 3
+    bx = decide(SLOW, "branchynet", constraints={"latency_ms": {"max": 50}})
+    assert (bx.split, bx.threshold) == (3, 0.5)
+    assert decide(OUTAGE, "cloud_only").split == 3     # no cloud: the drone runs the plain network
+    assert decide(FAST, "cloud_only").plan_fields()["exit_threshold"] == 1.0
+
+
+def test_plan_fields_match_split_plan_msg():
+    fields = decide(FAST).plan_fields()
+    msg = (Path(__file__).resolve().parent.parent / "msg" / "SplitPlan.msg").read_text()
+    declared = {line.split()[1] for line in msg.splitlines() if line.strip() and not line.startswith("#")}
+    assert set(fields) <= declared
+    assert declared - set(fields) == {"header", "plan_id", "model_id"}
+
+
+def test_decision_takes_under_5_ms_on_the_shipped_geometry():
+    # the small model's shape: 7 stages, an exit after each, the default 30-threshold grid
+    from spinn_ros.core.calibration import DEFAULT_THRESHOLDS
+
+    n, thresholds = 7, list(DEFAULT_THRESHOLDS)
+    rng = np.random.default_rng(0)
+    rates = [list(r / r.sum()) for r in rng.random((len(thresholds), n))]
+    accs = [list(0.8 + 0.15 * rng.random(n)) for _ in thresholds]
+    cal = make_calibration(rates=rates, exit_acc=accs, thresholds=thresholds, exit_stages=range(n),
+                           standalone=[0.7 + 0.03 * e for e in range(n)], num_stages=n)
+    stages, heads = [2.0] * n, [0.3] * n
+    model = PerformanceModel(make_device(stages, heads, [40_000 / (s + 1) for s in range(n)], exit_stages=range(n)),
+                             make_cloud(stages, heads, exit_stages=range(n)), cal)
+    sched = Scheduler(model, parse_sla({"constraints": {"latency_ms": {"max": 40}, "min_accuracy": 0.8,
+                                                        "max_server_ms_per_frame": 20},
+                                        "objectives": ["maximize_accuracy", "maximize_throughput"]}))
+    cond = Conditions(bandwidth_mbps=20.0, rtt_ms=15.0)
+    times = []
+    for _ in range(30):
+        t0 = time.perf_counter()
+        sched.decide(cond)
+        times.append(time.perf_counter() - t0)
+    median_ms = statistics.median(times) * 1e3
+    print(f"decision time: median {median_ms:.2f} ms over {len(times)} decisions ({len(thresholds)} x {n + 1} plans)")
+    assert median_ms < 5.0 * 3        # the budget is 5 ms; 3x margin for a shared, loaded CI machine
+
+
+def test_unknown_strategy_is_refused():
+    with pytest.raises(ValueError, match="neurosurgeon"):
+        Scheduler(toy_model(), sla(), "nope")
+    assert set(STRATEGIES) == {"spinn", "device_only", "cloud_only", "neurosurgeon", "branchynet"}
+    assert math.isinf(NO_EXITS)
+
+
+def test_provisional_accuracy_table_is_exact_and_read_back():
+    from spinn_ros.core.calibration import PROVISIONAL_KEY, provisional_accuracy, provisional_accuracy_table
+
+    # 4 frames, exits at stages 0 and 2 of 3; at threshold 0.8 frames 0 and 1 leave at exit 0
+    conf = np.array([[0.9, 0.85, 0.6, 0.7], [0.5, 0.5, 0.9, 0.6]])
+    pred = np.array([[1, 0, 1, 0], [1, 0, 0, 0]], bool)
+    labels = np.array([1, 0, 0, 1], bool)
+    table = provisional_accuracy_table(confidences=conf, predictions=pred, labels=labels, exit_stages=[0, 2],
+                                       num_stages=3, thresholds=[0.8, 1.0])
+    assert [row["split"] for row in table] == [0, 1, 2, 3]
+    assert table[0]["accuracy"] == [None, None]           # no device exit: nothing provisional
+    # split 1: exit 0 is the provisional answer for frames 2 and 3 (0.8) or all four (1.0)
+    assert table[1]["accuracy"] == [0.0, 0.5] and table[2] == {"split": 2, "accuracy": [0.0, 0.5]}
+    assert table[3]["accuracy"] == [None, None]           # the final exit is on the drone: no offload
+    cal = make_calibration(thresholds=[0.8, 1.0], rates=[[0.5, 0.0, 0.5], [0, 0, 1]],
+                           exit_acc=[[1, None, 0.5], [None, None, 0.5]])
+    cal.data[PROVISIONAL_KEY] = [{"split": s, "accuracy": [0.123, 0.456]} for s in range(4)]
+    assert provisional_accuracy(cal, 1, 0.8) == 0.123 and provisional_accuracy(cal, 2, 1.0) == 0.456
+    assert provisional_accuracy(cal, 0, 0.8) is None and provisional_accuracy(cal, 3, 0.8) is None
