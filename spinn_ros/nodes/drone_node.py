@@ -412,8 +412,8 @@ class DroneNode(Node):
         level, msg = diag.OK, "ok"
         if self.rejected:
             level, msg = diag.WARN, "images rejected"
-        self.diag_pub.publish(diag.make_array(self.get_clock().now().to_msg(), f"{self.get_fully_qualified_name()}: head",
-                                              self.model_id, level, msg, values))
+        name = f"{self.get_fully_qualified_name()}: head"
+        self.diag_pub.publish(diag.make_array(self.get_clock().now().to_msg(), name, self.model_id, level, msg, values))
 
     def close(self) -> None:
         self._stop.set()

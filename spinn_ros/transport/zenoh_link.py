@@ -175,6 +175,47 @@ class DroneLink:
         self.session.close()
 
 
+class MonitorLink:
+    """The monitor's end: cloud liveliness, cloud load reports, and link probes."""
+
+    def __init__(self, settings: ZenohSettings, on_load: Callable[[str, dict], None],
+                 on_cloud_change: Callable[[set[str]], None] | None = None):
+        self.settings = settings
+        self.session = open_session(settings)
+        self.clouds = CloudWatch(self.session, settings.key_prefix, on_cloud_change)
+        self._on_load = on_load
+        self._load_sub = self.session.declare_subscriber(load_key(settings.key_prefix), self._handle_load)
+
+    def _handle_load(self, sample: zenoh.Sample) -> None:
+        try:
+            load = json.loads(sample.payload.to_bytes())
+        except ValueError:
+            return      # not ours to judge; a malformed report is simply not a measurement
+        if isinstance(load, dict):
+            self._on_load(str(sample.key_expr).rsplit("/", 1)[-1], load)
+
+    def probe(self, cloud: str, up_bytes: int, down_bytes: int, timeout_s: float,
+              done: Callable[[float | None], None]) -> None:
+        """Round trip of ``up_bytes`` to ``cloud`` and ``down_bytes`` back; ``done(seconds | None)``."""
+        t0 = time.perf_counter()
+        answered = []
+
+        def on_reply(reply: zenoh.Reply) -> None:
+            if reply.ok is not None and not answered:
+                answered.append(time.perf_counter() - t0)
+
+        def on_end() -> None:
+            done(answered[0] if answered else None)
+
+        self.session.get(f"{probe_key(self.settings.key_prefix, cloud)}?size={int(down_bytes)}",
+                         zenoh.handlers.Callback(on_reply, on_end), payload=bytes(up_bytes), timeout=timeout_s)
+
+    def close(self) -> None:
+        self._load_sub.undeclare()
+        self.clouds.close()
+        self.session.close()
+
+
 @dataclass
 class IncomingQuery:
     """A request as the cloud server sees it; ``respond`` may be called from any thread, once."""
