@@ -4,10 +4,14 @@ A publisher process (this one) sends camera frames to a drone node process over
 real DDS and times each frame from publish to the result's arrival. The node
 reports its own model compute per frame (device_compute_ms), so
 
-    overhead = (result received - image published) - device_compute_ms
+    overhead    = (result received - image published) - device_compute_ms
 
 is everything else: DDS both ways, buffer-to-tensor conversion (and resizing when
-the camera size differs from the model's), the policy, message building.
+the camera size differs from the model's), the policy, message building. Each image is
+stamped with the ROS time it was published, so the node's own latency_ms (stamp ->
+result published) gives the part before the result leaves the node:
+
+    in-node     = latency_ms - device_compute_ms   (DDS in + the node's own work)
 
     .venv/bin/python bench/bench_node_overhead.py [--frames 300] [--rate 20] [--checkpoint default]
 """
@@ -59,10 +63,10 @@ def measure(ros: RosHarness, ref: str, size: int, n: int, rate: float) -> dict:
     spec = launch_spec.drone(camera_topic=CAMERA, overrides={"checkpoint": ref})[0]
     proc = ros.start(spec)
     sent: dict[int, int] = {}
-    arrivals: list[tuple[int, int, float]] = []   # (seq, received ns, device ms)
+    arrivals: list[tuple[int, int, float, float]] = []   # (seq, received ns, device ms, node latency ms)
 
     def on_result(msg: InferenceResult):
-        arrivals.append((msg.header.stamp.nanosec, time.monotonic_ns(), msg.device_compute_ms))
+        arrivals.append((int(msg.header.frame_id), time.monotonic_ns(), msg.device_compute_ms, msg.latency_ms))
 
     sub = ros.node.create_subscription(InferenceResult, "/spinn/result", on_result, qos.RESULTS)
     pub = ros.node.create_publisher(Image, CAMERA, qos.SENSOR)
@@ -74,7 +78,8 @@ def measure(ros: RosHarness, ref: str, size: int, n: int, rate: float) -> dict:
         warmup = 20
         for i in range(n + warmup):
             fill_image(msg, imgs[i % len(imgs)], "rgb8")
-            msg.header.stamp.sec, msg.header.stamp.nanosec = 1, i      # the frame's id travels in the stamp
+            msg.header.frame_id = str(i)                                # the frame's id travels in frame_id
+            msg.header.stamp = ros.node.get_clock().now().to_msg()
             sent[i] = time.monotonic_ns()
             pub.publish(msg)
             time.sleep(1.0 / rate)
@@ -84,16 +89,17 @@ def measure(ros: RosHarness, ref: str, size: int, n: int, rate: float) -> dict:
         ros.node.destroy_publisher(pub)
         proc.stop()
         ros.procs.remove(proc)
-    e2e, overhead, device = [], [], []
-    for seq, recv_ns, dev_ms in arrivals:
+    e2e, overhead, device, in_node = [], [], [], []
+    for seq, recv_ns, dev_ms, node_ms in arrivals:
         if seq < warmup:
             continue
         total = (recv_ns - sent[seq]) / 1e9
         e2e.append(total)
         device.append(dev_ms / 1e3)
         overhead.append(total - dev_ms / 1e3)
+        in_node.append((node_ms - dev_ms) / 1e3)
     return {"e2e": summary_ms(e2e), "device": summary_ms(device), "overhead": summary_ms(overhead),
-            "received": len(arrivals), "sent": n + warmup}
+            "in_node": summary_ms(in_node), "received": len(arrivals), "sent": n + warmup}
 
 
 def main(argv=None) -> int:
@@ -114,13 +120,14 @@ def main(argv=None) -> int:
                 "camera": f"{size}x{size}", "bare_model_p50_ms": bare["median_ms"],
                 "node_model_p50_ms": m["device"]["median_ms"], "e2e_p50_ms": m["e2e"]["median_ms"],
                 "e2e_p99_ms": m["e2e"]["p99_ms"], "overhead_p50_ms": m["overhead"]["median_ms"],
-                "overhead_p99_ms": m["overhead"]["p99_ms"], "received": f"{m['received']}/{m['sent']}",
+                "overhead_p99_ms": m["overhead"]["p99_ms"], "in_node_p50_ms": m["in_node"]["median_ms"],
+                "in_node_p99_ms": m["in_node"]["p99_ms"], "received": f"{m['received']}/{m['sent']}",
                 "detail": m,
             })
     finally:
         ros.close()
     print_table(rows, ["camera", "bare_model_p50_ms", "node_model_p50_ms", "e2e_p50_ms", "e2e_p99_ms",
-                       "overhead_p50_ms", "overhead_p99_ms", "received"],
+                       "overhead_p50_ms", "overhead_p99_ms", "in_node_p50_ms", "in_node_p99_ms", "received"],
                 title=f"drone node overhead over the bare model ({opts.checkpoint}); target: overhead p50 <= 2 ms")
     write_json("node_overhead", {"checkpoint": opts.checkpoint, "rate_hz": opts.rate, "rows": rows})
     _plot(rows)

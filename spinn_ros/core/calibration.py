@@ -85,7 +85,8 @@ def build_calibration(
     """The calibration dict from every exit's outputs on a held-out split.
 
     ``confidences``, ``predictions`` (0/1), ``steering_errors`` (absolute): (num_exits, N);
-    ``labels``: (N,) collision ground truth.
+    ``labels``: (N,) collision ground truth. Includes the scheduler's provisional-answer
+    table (:func:`provisional_accuracy_table`); ``extra`` keys are added last.
     """
     import numpy as np
 
@@ -146,6 +147,9 @@ def build_calibration(
         ],
         "thresholds": list(thresholds),
         "per_threshold": per_threshold,
+        PROVISIONAL_KEY: provisional_accuracy_table(confidences=conf, predictions=pred, labels=label,
+                                                    exit_stages=exit_stages, num_stages=num_stages,
+                                                    thresholds=thresholds),
         **(extra or {}),
     }
     calib["splits"] = _split_tables(Calibration(calib, "<new>"))
@@ -269,7 +273,8 @@ def _validate(data, source: str, expected_model_id: str | None) -> None:
     if missing:
         fail(f"missing {', '.join(missing)}")
     if expected_model_id is not None and data["model_id"] != expected_model_id:
-        fail(f"made for model {data['model_id']}, but the loaded model is {expected_model_id} (recalibrate with 'spinn calibrate')")
+        fail(f"made for model {data['model_id']}, but the loaded model is {expected_model_id} "
+             "(recalibrate with 'spinn calibrate')")
     thresholds, rows, num_exits = data["thresholds"], data["per_threshold"], len(data["exits"])
     if not thresholds or list(thresholds) != sorted(thresholds) or len(rows) != len(thresholds):
         fail("thresholds must be ascending with one per_threshold row each")

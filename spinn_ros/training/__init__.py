@@ -1,0 +1,1 @@
+"""Training, calibration and evaluation of the early-exit network (torch, no ROS)."""

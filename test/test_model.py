@@ -1,0 +1,91 @@
+"""The early-exit model: sizes, derived exits, stage-by-stage equivalence at every split."""
+import copy
+
+import pytest
+import torch
+
+from spinn_ros.core.model import SPECS, build_model, decode_exit
+
+torch.set_num_threads(1)
+
+
+def run_head(model, x, split):
+    """Stages [0, split) and the exits among them: what the drone runs."""
+    outs = []
+    for stage in range(split):
+        x = model.run_stage(stage, x)
+        e = model.exit_index_at(stage)
+        if e is not None:
+            outs.append(model.run_exit(e, x))
+    return x, outs
+
+
+def run_tail(model, x, split):
+    """Stages [split, N) and their exits: what the cloud runs on the head's activation."""
+    outs = []
+    for stage in range(split, model.num_stages):
+        x = model.run_stage(stage, x)
+        e = model.exit_index_at(stage)
+        if e is not None:
+            outs.append(model.run_exit(e, x))
+    return outs
+
+
+@pytest.fixture(scope="module", params=sorted(SPECS))
+def model(request):
+    return build_model(request.param, seed=0)
+
+
+@torch.no_grad()
+def test_head_plus_tail_equals_whole_model_at_every_split(model):
+    model = copy.deepcopy(model)
+    x = torch.rand(2, *model.input_shape(), generator=torch.Generator().manual_seed(1))
+    # perturb BN statistics so the check is not trivially about identity-like layers
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    reference = model(x)
+    for split in model.split_points():
+        activation, head = run_head(model, x, split)
+        assert tuple(activation.shape[1:]) == model.split_shape(split)
+        assert len(head) == len(model.exits_in(0, split))
+        outs = head + run_tail(model, activation, split)
+        assert len(outs) == len(reference)
+        for a, b in zip(outs, reference):
+            assert torch.equal(a, b), f"split {split} differs"
+
+
+def test_sizes_are_in_the_intended_mac_ranges():
+    small, large = build_model("small"), build_model("large")
+    assert 10e6 < small.total_macs() < 100e6          # DroNet-sized
+    assert 100e6 < large.total_macs() < 1000e6
+    assert sum(p.numel() for p in small.parameters()) < 2_000_000   # a checkpoint of a few MB
+
+
+def test_exits_are_derived_from_the_spec(model):
+    stages = model.exit_stages
+    assert list(stages) == sorted(set(stages)) and stages[-1] == model.num_stages - 1
+    assert model.num_exits == len(stages) >= 3
+    fractions = [model.macs_to_exit(e) / model.total_macs() for e in range(model.num_exits)]
+    assert fractions[0] < 0.3 and fractions[-1] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(fractions, fractions[1:]))
+
+
+def test_build_is_reproducible_and_outputs_decode(model):
+    again = build_model(model.spec, seed=0)
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        raw = model(torch.rand(3, *model.input_shape()))
+    for r in raw:
+        d = decode_exit(r)
+        assert torch.all((d.confidence >= 0.5) & (d.confidence <= 1))
+        assert torch.all(d.steering.abs() <= 1)
+        assert torch.all((d.steering_bin >= 0) & (d.steering_bin < model.spec.steering_bins))
+
+
+def test_wrong_input_size_fails_clearly():
+    m = build_model("small")
+    with pytest.raises(ValueError, match="expects input Bx3x128x128"):
+        m(torch.zeros(1, 3, 96, 96))
