@@ -32,9 +32,9 @@ from helpers import Collector, image_msg
 
 pytestmark = pytest.mark.netns
 
-FRAME_RATE = 20.0
-SLOWDOWN = 8.0            # the drone computes 8x slower than this machine (sleep-padded head)
-DEADLINE_MS = 150.0
+FRAME_RATE = 30.0
+SLOWDOWN = 20.0           # the drone computes 20x slower than one core here (sleep-padded head)
+DEADLINE_MS = 90.0            # below the SLA bound (100 ms): a late offload falls back in time
 PORT = 7447
 CAMERA = "/camera/image_raw"
 
@@ -126,6 +126,32 @@ def final_latencies_ms(results: Collector, camera: Camera, t_from: float, t_to: 
     return out
 
 
+def debug_dump(plans, results, camera, t0) -> None:
+    """With SPINN_DEBUG=1: the plans and results around ``t0``, for tuning on a new machine."""
+    import os
+
+    if not os.environ.get("SPINN_DEBUG"):
+        return
+    for p in plans.msgs:
+        print("PLAN", round(plans.arrived[id(p)] - t0, 2), p.plan_id, p.split_point, round(p.exit_threshold, 3),
+              p.offload, round(p.predicted_latency_ms), p.reason[:300])
+    for r in results.msgs:
+        sent = camera.sent.get(r.header.stamp.sec)
+        if sent and (r.plan_id in (2, 4) or t0 - 6 < sent < t0 + 4):
+            print("RES", round(sent - t0, 2), r.provisional, r.source, r.plan_id, r.exit_index,
+                  round((results.arrived[id(r)] - sent) * 1e3), round(r.device_compute_ms), r.offload_bytes,
+                  round(r.network_ms))
+
+
+def stable_plan(plans, for_s: float, split: int | None = None) -> bool:
+    """An offloading plan (at ``split``) has been in force for ``for_s`` seconds."""
+    if not plans.msgs:
+        return False
+    last = plans.msgs[-1]
+    return (last.offload and (split is None or last.split_point == split)
+            and time.monotonic() - plans.arrived[id(last)] >= for_s)
+
+
 def plans_after(plans: Collector, t: float) -> list[SplitPlan]:
     return [p for p in plans.msgs if plans.arrived[id(p)] > t]
 
@@ -141,9 +167,8 @@ def test_step_to_a_slow_link_replans_within_a_second(drone_side, planner):
     results = Collector(ros.node, InferenceResult, "/spinn/result", qos.RESULTS)
     camera = Camera(ros).start()
     try:
-        wait_until(lambda: plans.msgs and plans.msgs[-1].offload, 30, "an offloading plan on the fast link")
-        wait_until(lambda: any(r.source == InferenceResult.SOURCE_CLOUD for r in results.msgs), 10, "cloud answers")
-        time.sleep(2.0)
+        wait_until(lambda: stable_plan(plans, 3.0, split=fast.split), 40,
+                   f"the fast link's plan (split {fast.split}, offloading) in force for 3 s")
         event = link.set(rate_mbit=2.0)
         wait_until(lambda: plans_after(plans, event.t), 5, "a new plan after the step")
         new_plan_s = plans.arrived[id(plans_after(plans, event.t)[0])] - event.t
@@ -151,6 +176,7 @@ def test_step_to_a_slow_link_replans_within_a_second(drone_side, planner):
         lat = final_latencies_ms(results, camera, event.t + 2.0, event.t + 4.0)
     finally:
         camera.stop()
+        debug_dump(plans, results, camera, event.t if "event" in locals() else time.monotonic())
     bound = next(b.limit for b in planner.sla.bounds if b.metric == "latency_ms")
     assert new_plan_s <= 1.0, f"new plan {new_plan_s:.2f} s after the step"
     assert len(lat) >= 0.8 * 2.0 * FRAME_RATE

@@ -422,7 +422,8 @@ def decode_request(buf, *, expected_model_id: str, expected_shapes: Mapping[int,
         got = model_raw.rstrip(b"\0").decode("utf-8", "replace")
         raise WireError(ErrorCode.WRONG_MODEL, f"frame is for model {got!r}, this server runs {expected_model_id!r}", rid)
     if split not in expected_shapes:
-        raise WireError(ErrorCode.SPLIT_OUT_OF_RANGE, f"split {split} is not served; served splits: {sorted(expected_shapes)}", rid)
+        raise WireError(ErrorCode.SPLIT_OUT_OF_RANGE,
+                        f"split {split} is not served; served splits: {sorted(expected_shapes)}", rid)
     dtype = _enum(Dtype, dtype, ErrorCode.BAD_DTYPE, rid)
     codec = _enum(Codec, codec, ErrorCode.BAD_CODEC, rid)
     shape = (c, h, w)

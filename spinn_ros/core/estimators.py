@@ -26,17 +26,26 @@ def _finite(x) -> bool:
     return x is not None and math.isfinite(x)
 
 
+def _jumped(recent: deque, current: float, factor: float) -> bool:
+    """Every one of the last few samples is ``factor`` above (or below) the estimate: the
+    quantity itself moved (a handover, a radio fade), it is not noise or a spike."""
+    if len(recent) < recent.maxlen or not _finite(current) or current <= 0:
+        return False
+    return min(recent) > factor * current or max(recent) < current / factor
+
+
 class RttEstimator:
     """Typical round trip of small payloads: a short median filter drops spikes (one slow
     probe says nothing about the path), then an EWMA smooths. A median, not a minimum:
     the scheduler needs the round trip an offload sees, and the bandwidth estimate
     subtracts it (a min-filter's low bias would read as a slower link)."""
 
-    def __init__(self, window: int = 9, alpha: float = 0.1):
-        if window < 1 or not 0 < alpha <= 1:
-            raise ValueError("window must be >= 1 and alpha in (0, 1]")
-        self.alpha = alpha
+    def __init__(self, window: int = 9, alpha: float = 0.1, jump_window: int = 4, jump_factor: float = 2.0):
+        if window < 1 or not 0 < alpha <= 1 or jump_window < 1 or jump_factor <= 1:
+            raise ValueError("window, jump_window >= 1, alpha in (0, 1], jump_factor > 1")
+        self.alpha, self.jump_factor = alpha, jump_factor
         self._recent: deque[float] = deque(maxlen=window)
+        self._last: deque[float] = deque(maxlen=jump_window)
         self.value = NAN
         self.samples = 0
 
@@ -44,6 +53,11 @@ class RttEstimator:
         if not _finite(rtt_ms) or rtt_ms < 0:
             return self.value
         self._recent.append(rtt_ms)
+        self._last.append(rtt_ms)
+        if _jumped(self._last, self.value, self.jump_factor):     # follow a step at once, not at EWMA pace
+            self._recent.clear()
+            self._recent.extend(self._last)
+            self.value = median(self._last)
         typical = median(self._recent)
         self.value = typical if self.samples == 0 else self.value + self.alpha * (typical - self.value)
         self.samples += 1
@@ -61,19 +75,33 @@ class BandwidthEstimator:
     payloads whose transfer is well above the jitter are needed for a tight estimate
     (the monitor's bandwidth probes, ``LinkEstimator.min_probe_bytes`` and up)."""
 
-    def __init__(self, window: int = 40, trim: float = 0.2, min_transfer_ms: float = 0.2):
-        if window < 1 or not 0 <= trim < 0.5 or min_transfer_ms <= 0:
-            raise ValueError("window must be >= 1, trim in [0, 0.5) and min_transfer_ms > 0")
-        self.trim, self.min_transfer_ms = trim, min_transfer_ms
+    def __init__(self, window: int = 40, trim: float = 0.2, min_transfer_ms: float = 0.2,
+                 jump_window: int = 4, jump_factor: float = 2.0):
+        if window < 1 or not 0 <= trim < 0.5 or min_transfer_ms <= 0 or jump_window < 1 or jump_factor <= 1:
+            raise ValueError("window, jump_window >= 1, trim in [0, 0.5), min_transfer_ms > 0, jump_factor > 1")
+        self.trim, self.min_transfer_ms, self.jump_factor = trim, min_transfer_ms, jump_factor
         self._us_per_bit: deque[float] = deque(maxlen=window)
+        self._recent: deque[float] = deque(maxlen=jump_window)
         self.samples = 0
+        self.jumps = 0
 
     def update(self, nbytes: int, network_ms: float, rtt_ms: float) -> float:
         if nbytes > 0 and _finite(network_ms) and _finite(rtt_ms):
             transfer_ms = max(network_ms - rtt_ms, self.min_transfer_ms)
-            self._us_per_bit.append(transfer_ms * 1e3 / (nbytes * 8))
+            sample = transfer_ms * 1e3 / (nbytes * 8)
+            self._us_per_bit.append(sample)
+            self._recent.append(sample)
             self.samples += 1
+            self._follow_jump()
         return self.value
+
+    def _follow_jump(self) -> None:
+        """A link that changes rate several-fold must not wait for the long window to turn
+        over: when the last few samples all lie ``jump_factor`` away, it restarts from them."""
+        if _jumped(self._recent, 1.0 / self.value, self.jump_factor):
+            self._us_per_bit.clear()
+            self._us_per_bit.extend(self._recent)
+            self.jumps += 1
 
     @property
     def value(self) -> float:
@@ -165,6 +193,11 @@ class LinkEstimator:
             self.on_offload(r.offload_bytes, r.network_ms, r.cloud_compute_ms, r.cloud_queue_ms)
         elif r.source == SOURCE_DEVICE_FALLBACK:
             self.on_offload_failed()
+            if _finite(self.rtt.value) and r.network_ms > 2 * self.rtt.value:
+                # given up at its deadline after more than two round trips: it needed at least this
+                # long, so the link delivers at most this rate; a collapsing link shows at once,
+                # not only when an offload finally succeeds
+                self.bandwidth.update(r.offload_bytes, r.network_ms, self.rtt.value)
 
     def on_cloud_load(self, load: dict) -> None:
         """The cloud's load report (``TailServer.load()``: queue_depth, compute_ms, batch_size)."""
@@ -195,8 +228,21 @@ class LinkEstimator:
     def change_values(self) -> dict:
         """What :class:`ChangeDetector` watches."""
         f = self.link_state_fields()
-        return {k: f[k] for k in ("bandwidth_mbps", "rtt_ms", "loss_rate", "cloud_alive", "cloud_queue_depth",
+        f["transfer_ms"] = transfer_ms(f["bandwidth_mbps"])
+        return {k: f[k] for k in ("transfer_ms", "rtt_ms", "loss_rate", "cloud_alive", "cloud_queue_depth",
                                   "cloud_compute_ms")}
+
+
+#: the payload the change detector judges bandwidth by: about one offloaded split tensor
+REFERENCE_PAYLOAD_BYTES = 16_000
+
+
+def transfer_ms(bandwidth_mbps: float, nbytes: int = REFERENCE_PAYLOAD_BYTES) -> float:
+    """Time a typical offload spends on the wire. Re-planning watches this rather than the
+    rate: 100 and 400 Mbit/s differ by 4x but both move a split tensor in about a
+    millisecond (no decision changes, and such rates cannot be measured with small payloads
+    anyway), while 10 and 5 Mbit/s differ by 13 ms a frame."""
+    return nbytes * 8 / (bandwidth_mbps * 1e3) if _finite(bandwidth_mbps) and bandwidth_mbps > 0 else NAN
 
 
 class _Fields:
@@ -212,12 +258,25 @@ class _Fields:
 @dataclass(frozen=True)
 class Trigger:
     """A metric counts as changed when ``|x - ref| / max(|ref|, floor) > rel`` for ``dwell_s``;
-    the dwell clock resets only once the deviation falls below ``release * rel``."""
+    the dwell clock resets only once the deviation falls below ``release * rel``.
+
+    A second, faster tier (``fast_rel`` for ``fast_dwell_s``, same release rule) catches
+    large steps, such as a link dropping to a fraction of its rate, within a fraction of
+    a second; moderate drifts still need the full dwell, so noise does not flap."""
 
     rel: float
     floor: float
     dwell_s: float = 1.0
     release: float = 0.5
+    fast_rel: float | None = None
+    fast_dwell_s: float = 0.25
+
+    def tiers(self) -> list[tuple[float, float, float]]:
+        """(relative threshold, dwell, release) of each tier; the fast tier's deviation must
+        hold above its threshold throughout (no hysteresis), or a moderate change lingering
+        near it would count as a large one."""
+        fast = [(self.fast_rel, self.fast_dwell_s, 1.0)] if self.fast_rel else []
+        return [(self.rel, self.dwell_s, self.release)] + fast
 
     def deviation(self, value: float, ref: float) -> float:
         if math.isnan(ref):
@@ -225,12 +284,14 @@ class Trigger:
         return abs(value - ref) / max(abs(ref), self.floor)
 
 
-#: defaults: 30 % on bandwidth and RTT (RTT below 5 ms counts as 5), 5 points of loss,
-#: cloud liveliness at once (Zenoh's lease already debounces it)
+#: defaults: 30 % on transfer time and RTT (both below 5 ms count as 5: a few ms never
+#: change a plan), 5 points of loss, each for 1 s; a doubling of transfer time or RTT or
+#: 15 points of loss within 0.25 s (a new plan within a second of a real step); cloud
+#: liveliness at once (Zenoh's lease already debounces it)
 DEFAULT_TRIGGERS: dict[str, Trigger] = {
-    "bandwidth_mbps": Trigger(0.3, 1.0),
-    "rtt_ms": Trigger(0.3, 5.0),
-    "loss_rate": Trigger(1.0, 0.05),
+    "transfer_ms": Trigger(0.3, 5.0, fast_rel=1.0),
+    "rtt_ms": Trigger(0.3, 5.0, fast_rel=1.0),
+    "loss_rate": Trigger(1.0, 0.05, fast_rel=3.0),
     "cloud_alive": Trigger(0.5, 1.0, dwell_s=0.0),
     "cloud_queue_depth": Trigger(1.0, 2.0),
     "cloud_compute_ms": Trigger(0.5, 1.0),
@@ -244,12 +305,12 @@ class ChangeDetector:
     def __init__(self, triggers: dict[str, Trigger] | None = None):
         self.triggers = dict(DEFAULT_TRIGGERS if triggers is None else triggers)
         self.reference: dict[str, float] = {}
-        self._since: dict[str, float | None] = {k: None for k in self.triggers}
+        self._since: dict[tuple[str, int], float | None] = {}
 
     def rebase(self, values: dict) -> None:
         """Make ``values`` the reference (call after any re-plan) and restart every dwell clock."""
         self.reference = {k: float(values[k]) for k in self.triggers if k in values}
-        self._since = {k: None for k in self.triggers}
+        self._since = {}
 
     def update(self, now_s: float, values: dict) -> list[str]:
         if not self.reference:
@@ -260,13 +321,22 @@ class ChangeDetector:
             if key not in values or math.isnan(float(values[key])):
                 continue                           # no information: hold the clock as it is
             d = trig.deviation(float(values[key]), self.reference.get(key, NAN))
-            if d > trig.rel:
-                self._since[key] = now_s if self._since[key] is None else self._since[key]
-            elif d < trig.release * trig.rel:
-                self._since[key] = None
-            if self._since[key] is not None and now_s - self._since[key] >= trig.dwell_s:
+            if any(self._dwelt(key, tier, d, rel, dwell, release, now_s)
+                   for tier, (rel, dwell, release) in enumerate(trig.tiers())):
                 fired.append(key)
         if fired:   # a missing or NaN value keeps its old reference
             known = {k: v for k, v in values.items() if not math.isnan(float(v))}
             self.rebase({**self.reference, **known})
         return fired
+
+    def _dwelt(self, key: str, tier: int, deviation: float, rel: float, dwell_s: float, release: float,
+               now_s: float) -> bool:
+        """Advance one tier's dwell clock; True once the deviation has lasted ``dwell_s``."""
+        clock = (key, tier)
+        if deviation > rel:
+            if self._since.get(clock) is None:
+                self._since[clock] = now_s
+        elif deviation <= release * rel:
+            self._since[clock] = None
+        since = self._since.get(clock)
+        return since is not None and now_s - since >= dwell_s

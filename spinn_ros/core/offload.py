@@ -36,6 +36,7 @@ class OffloadCounters:
     expired: int = 0               # deadline passed without a reply
     skipped_full: int = 0          # not offloaded: max in flight
     skipped_no_cloud: int = 0      # not offloaded: no cloud alive
+    skipped_late: int = 0          # not offloaded: the head left too little of the frame's budget
 
 
 class OffloadTracker:

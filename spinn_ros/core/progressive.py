@@ -40,6 +40,7 @@ class HeadResult:
     provisional: ExitDecision | None
     activation: torch.Tensor | None
     compute_s: float
+    stages_run: int = 0            # stages [0, stages_run) were computed (their exits too)
 
 
 def _row(exit_index: int, out, row: int) -> ExitDecision:
@@ -81,12 +82,12 @@ def run_head(model: EarlyExitNet, x: torch.Tensor, split: int, threshold: float,
             continue
         deepest = _decision(model, e, x)
         if deepest.confidence >= threshold or _is_final_exit(model, e):
-            return HeadResult(deepest, None, None, time.perf_counter() - t0)
+            return HeadResult(deepest, None, None, time.perf_counter() - t0, stage + 1)
     if offload:
-        return HeadResult(None, deepest, x, time.perf_counter() - t0)
+        return HeadResult(None, deepest, x, time.perf_counter() - t0, split)
     if deepest is None:
         deepest = _run_to_first_exit(model, x, split)
-    return HeadResult(deepest, None, None, time.perf_counter() - t0)
+    return HeadResult(deepest, None, None, time.perf_counter() - t0, max(split, model.exit_stages[deepest.exit_index] + 1))
 
 
 def _run_to_first_exit(model: EarlyExitNet, x: torch.Tensor, start: int) -> ExitDecision:

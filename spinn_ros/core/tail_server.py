@@ -61,8 +61,16 @@ class TailServer:
         self._queue: collections.deque[_Job] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._warm_up()
         self._worker = threading.Thread(target=self._work, name="spinn-tail", daemon=True)
         self._worker.start()
+
+    def _warm_up(self) -> None:
+        """Run every tail once at batch 1 and at ``max_batch``: torch's first call per shape
+        allocates and is many times slower, and the first drones must not pay for it."""
+        for split, shape in self.shapes.items():
+            for batch in sorted({1, self.max_batch}):
+                run_tail(self.model, torch.zeros(batch, *shape), split, 1.0)
 
     # -- intake (any thread) ----------------------------------------------------------
     def submit(self, frame: bytes, respond: Respond, drone: str = "", arrived_ns: int | None = None) -> None:

@@ -55,7 +55,7 @@ PARAMS = [
     Param("link_state_period_s", 0.5, "period of spinn/link messages", in_range(0.05, 60.0), read_only=True),
     Param("probe.rtt_period_s", 0.2, "small round-trip probes this often (0: none)", in_range(0.0, 60.0),
           read_only=True),
-    Param("probe.bandwidth_period_s", 1.0, "bulk probes this often (0: none)", in_range(0.0, 60.0),
+    Param("probe.bandwidth_period_s", 0.5, "bulk probes this often (0: none)", in_range(0.0, 60.0),
           read_only=True),
     Param("probe.bandwidth_bytes", 32768, "bulk probe size, bytes", in_range(4096, 1 << 20), read_only=True),
     Param("probe.timeout_s", 1.0, "a probe unanswered this long counts as lost", in_range(0.01, 60.0),

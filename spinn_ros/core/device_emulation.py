@@ -1,0 +1,70 @@
+"""Emulating a drone computer slower than the machine running the code.
+
+The drone node's ``emulate.slowdown`` = k makes every head take k times what its
+stages and exits cost on the reference machine: the model's device profile (the same
+numbers the planner multiplies by the monitor's ``device_slowdown`` = k), or, without a
+profile, medians measured once at start-up. Padding to that target, instead of to k
+times each frame's measured time, keeps this machine's momentary load from being
+multiplied by k: a frame that ran slowly here just gets less padding.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from .model import EarlyExitNet
+
+
+class SlowerDevice:
+    def __init__(self, model: EarlyExitNet, factor: float, profile=None, runs: int = 20):
+        """``profile``: a device :class:`~spinn_ros.core.profiler.Profile` of this model (None: measure)."""
+        if factor < 1.0:
+            raise ValueError(f"slowdown factor must be >= 1, got {factor}")
+        self.model, self.factor = model, factor
+        self.stage_s = [0.0] * model.num_stages
+        self.exit_s = [0.0] * model.num_exits
+        self.source = "none"
+        if factor > 1.0 and profile is not None:
+            self.stage_s = [ms / 1e3 for ms in profile.stage_ms()]
+            self.exit_s = [ms / 1e3 for ms in profile.exit_ms()]
+            self.source = f"profile {profile.source}"
+        elif factor > 1.0:
+            self._measure(runs)
+            self.source = "measured at start-up"
+
+    def _measure(self, runs: int) -> None:
+        m = self.model
+        with torch.inference_mode():
+            x = torch.rand(1, *m.input_shape())
+            for stage in range(m.num_stages):
+                self.stage_s[stage], y = _median_s(lambda s=stage, x=x: m.run_stage(s, x), runs)
+                e = m.exit_index_at(stage)
+                if e is not None:
+                    self.exit_s[e], _ = _median_s(lambda e=e, y=y: m.run_exit(e, y), runs)
+                x = y
+
+    def cost_s(self, start: int, stop: int) -> float:
+        """Idle-machine seconds for stages [start, stop) and the exits among them."""
+        exits = self.model.exits_in(start, stop)
+        return sum(self.stage_s[start:stop]) + sum(self.exit_s[e] for e in exits)
+
+    def pad(self, start: int, stop: int, measured_s: float) -> float:
+        """Sleep until stages [start, stop) took ``factor`` x their idle cost; the emulated seconds."""
+        if self.factor <= 1.0:
+            return measured_s
+        target = self.factor * self.cost_s(start, stop)
+        if target > measured_s:
+            time.sleep(target - measured_s)
+        return max(target, measured_s)
+
+
+def _median_s(fn, runs: int):
+    out = fn()                      # warm-up (first calls allocate)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
