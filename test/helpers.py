@@ -93,6 +93,36 @@ def node_accounting(diags, node: str) -> tuple[int, int] | None:
     return None if None in got else (int(got[0]), int(got[1]))
 
 
+class DroneIO:
+    """This test's end of one drone node: its camera publisher, result and /diagnostics subscriptions."""
+
+    def __init__(self, ros, camera_topic: str, ns: str = ""):
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        from spinn_ros.msg import InferenceResult
+        from spinn_ros.ros import qos
+
+        self.ns = ns
+        prefix = f"/{ns}" if ns else ""
+        self.results = Collector(ros.node, InferenceResult, f"{prefix}/spinn/result", qos.RESULTS)
+        self.diags = Collector(ros.node, DiagnosticArray, "/diagnostics", qos.RESULTS)
+        self.pub = ros.node.create_publisher(Image, camera_topic, qos.SENSOR)
+        ros.wait_matched(self.pub)
+        ros.wait_matched(self.results.sub)
+
+    def prime(self) -> None:
+        prime(self.pub, self.results)
+
+    def finals(self, sec_from: int = 0) -> dict:
+        """Final results by frame (stamp seconds) from ``sec_from`` on; a frame answered twice fails."""
+        out = {}
+        for r in self.results.msgs:
+            if not r.provisional and r.header.stamp.sec >= sec_from:
+                assert r.header.stamp.sec not in out, f"two final results for frame {r.header.stamp.sec}"
+                out[r.header.stamp.sec] = r
+        return out
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now (for a test's own Zenoh endpoint)."""
     with socket.socket() as s:

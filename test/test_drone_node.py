@@ -6,11 +6,9 @@ import time
 import numpy as np
 import pytest
 import torch
-from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import TwistStamped
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
-from sensor_msgs.msg import Image
 
 from spinn_ros import launch_spec
 from spinn_ros.core.model_ref import load_model
@@ -22,12 +20,12 @@ from spinn_ros.ros.harness import wait_until
 
 from helpers import (
     Collector,
+    DroneIO,
     FrameAccounting,
     as_encoding,
     diagnostics_value,
     image_msg,
     node_accounting,
-    prime,
     synthetic_frames,
 )
 
@@ -59,14 +57,11 @@ def test_every_frame_gets_one_result_matching_pytorch(ros):
     threshold = threshold_splitting_exits(model, frames, encodings)
 
     ros.start(drone_spec(exit_threshold=threshold, diagnostics_period_s=0.25))
-    results = Collector(ros.node, InferenceResult, "/spinn/result", qos.RESULTS)
-    diags = Collector(ros.node, DiagnosticArray, "/diagnostics", qos.RESULTS)
     cmds = Collector(ros.node, TwistStamped, "/cmd_vel", qos.RESULTS)
-    pub = ros.node.create_publisher(Image, CAMERA, qos.SENSOR)
-    ros.wait_matched(pub)
-    ros.wait_matched(results.sub)
+    io = DroneIO(ros, CAMERA)
     ros.wait_matched(cmds.sub)
-    prime(pub, results)
+    io.prime()
+    results, diags, pub = io.results, io.diags, io.pub
     cmds.msgs.clear()
     accounting = FrameAccounting("/spinn_drone", diags)
 
@@ -100,12 +95,9 @@ def test_every_frame_gets_one_result_matching_pytorch(ros):
 
 def test_bad_images_are_rejected_and_node_keeps_serving(ros):
     proc = ros.start(drone_spec(diagnostics_period_s=0.2))
-    results = Collector(ros.node, InferenceResult, "/spinn/result", qos.RESULTS)
-    diags = Collector(ros.node, DiagnosticArray, "/diagnostics", qos.RESULTS)
-    pub = ros.node.create_publisher(Image, CAMERA, qos.SENSOR)
-    ros.wait_matched(pub)
-    ros.wait_matched(results.sub)
-    prime(pub, results)
+    io = DroneIO(ros, CAMERA)
+    io.prime()
+    results, diags, pub = io.results, io.diags, io.pub
 
     good = synthetic_frames(2, seed=3)
     bad = []
@@ -132,12 +124,9 @@ def test_bad_images_are_rejected_and_node_keeps_serving(ros):
 def test_busy_node_drops_older_frames_for_the_newest(ros):
     # the large model is slow enough on one thread that a burst overruns it
     ros.start(drone_spec(checkpoint="random:large:0", diagnostics_period_s=0.2))
-    results = Collector(ros.node, InferenceResult, "/spinn/result", qos.RESULTS)
-    diags = Collector(ros.node, DiagnosticArray, "/diagnostics", qos.RESULTS)
-    pub = ros.node.create_publisher(Image, CAMERA, qos.SENSOR)
-    ros.wait_matched(pub)
-    ros.wait_matched(results.sub)
-    prime(pub, results)
+    io = DroneIO(ros, CAMERA)
+    io.prime()
+    results, diags, pub = io.results, io.diags, io.pub
     accounting = FrameAccounting("/spinn_drone", diags)
 
     frames = synthetic_frames(40, seed=5)

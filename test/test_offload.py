@@ -6,8 +6,6 @@ import sys
 import time
 
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
-from sensor_msgs.msg import Image
 
 from spinn_ros import launch_spec
 from spinn_ros.core import codec
@@ -15,11 +13,10 @@ from spinn_ros.core.model_ref import load_model
 from spinn_ros.core.preprocess import to_model_input
 from spinn_ros.core.progressive import reference_decision
 from spinn_ros.msg import InferenceResult
-from spinn_ros.ros import qos
 from spinn_ros.ros.harness import wait_until
 from spinn_ros.transport.zenoh_link import DroneLink, ZenohSettings
 
-from helpers import Collector, FrameAccounting, diagnostics_value, free_port, image_msg, synthetic_frames
+from helpers import DroneIO, FrameAccounting, diagnostics_value, free_port, image_msg, synthetic_frames
 
 MODEL = "random:small:0"
 SPLIT = 3                 # two device exits before it, four in the cloud
@@ -49,26 +46,6 @@ def cloud_server_argv(port: int) -> list[str]:
             "--stats-period", "0"]
 
 
-class DroneIO:
-    """This test's end of one drone: its camera publisher and result subscription."""
-
-    def __init__(self, ros, ns: str):
-        self.ns = ns
-        self.results = Collector(ros.node, InferenceResult, f"/{ns}/spinn/result", qos.RESULTS)
-        self.diags = Collector(ros.node, DiagnosticArray, "/diagnostics", qos.RESULTS)
-        self.pub = ros.node.create_publisher(Image, f"/{ns}/camera", qos.SENSOR)
-        ros.wait_matched(self.pub)
-        ros.wait_matched(self.results.sub)
-
-    def finals(self, sec_from: int = 0) -> dict[int, InferenceResult]:
-        out = {}
-        for r in self.results.msgs:
-            if not r.provisional and r.header.stamp.sec >= sec_from:
-                assert r.header.stamp.sec not in out, f"two final results for frame {r.header.stamp.sec}"
-                out[r.header.stamp.sec] = r
-        return out
-
-
 def wait_cloud_used(io: DroneIO, start_sec: int, timeout: float = 30.0) -> FrameAccounting:
     """Send frames until one comes back answered by the cloud (the drone saw the cloud's token);
     returns the frame accounting from then on."""
@@ -90,7 +67,7 @@ def test_offloaded_frames_come_back_refined_and_match_pytorch(ros):
     port = free_port()
     ros.start(cloud_node(port))
     ros.start(drone("d1", port))
-    io = DroneIO(ros, "d1")
+    io = DroneIO(ros, "/d1/camera", "d1")
     accounting = wait_cloud_used(io, start_sec=1)
 
     model, _ = load_model(MODEL)
@@ -122,7 +99,7 @@ def test_cloud_crash_and_restart(ros):
     port = free_port()
     cloud = ros.start_command("cloud", cloud_server_argv(port))
     ros.start(drone("d1", port))
-    io = DroneIO(ros, "d1")
+    io = DroneIO(ros, "/d1/camera", "d1")
     accounting = wait_cloud_used(io, start_sec=1)
 
     frames = synthetic_frames(10, seed=3)
@@ -172,7 +149,7 @@ def test_two_drones_share_one_batching_cloud(ros):
     ros.start(cloud_node(port, max_batch=8, max_wait_ms=30.0))
     for ns in ("d1", "d2"):
         ros.start(drone(ns, port))
-    ios = [DroneIO(ros, ns) for ns in ("d1", "d2")]
+    ios = [DroneIO(ros, f"/{ns}/camera", ns) for ns in ("d1", "d2")]
     accounting = {io.ns: wait_cloud_used(io, start_sec=1) for io in ios}
 
     model, _ = load_model(MODEL)
