@@ -14,6 +14,7 @@ on loopback (shared memory off, so bytes really cross TCP).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import subprocess
 import sys
@@ -42,15 +43,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_cloud(ref: str, port: int, max_batch: int, max_wait_ms: float) -> subprocess.Popen:
+@contextlib.contextmanager
+def cloud_link(ref: str, max_batch: int, max_wait_ms: float):
+    """A `spinn cloud` server process on a free loopback port and a DroneLink that sees it."""
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "spinn_ros.cli", "cloud", "--checkpoint", ref, "--listen",
                              f"tcp/127.0.0.1:{port}", "--max-batch", str(max_batch), "--max-wait-ms",
                              str(max_wait_ms), "--stats-period", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        if "serving model" in line:
-            return proc
-    raise RuntimeError(f"cloud server did not start (exit {proc.wait()})")
+    link = None
+    try:
+        if not any("serving model" in line for line in proc.stdout):
+            raise RuntimeError(f"cloud server did not start (exit {proc.wait()})")
+        link = DroneLink(ZenohSettings(connect=(f"tcp/127.0.0.1:{port}",)), "bench")
+        while not link.cloud_available:
+            time.sleep(0.05)
+        yield link
+    finally:
+        if link is not None:
+            link.close()
+        proc.terminate()
+        proc.wait()
 
 
 def frames(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -98,13 +111,8 @@ def round_trip(link: DroneLink, frame: bytes, timeout: float = 5.0) -> tuple[flo
 def bench_round_trips(ref: str, n: int) -> list[dict]:
     model, model_id = load_model(ref)
     xs = [to_model_input(f, model.spec.input_size) for f in frames(n)]
-    port = free_port()
-    cloud = start_cloud(ref, port, max_batch=1, max_wait_ms=0.0)
-    link = DroneLink(ZenohSettings(connect=(f"tcp/127.0.0.1:{port}",)), "bench")
     rows = []
-    try:
-        while not link.cloud_available:
-            time.sleep(0.05)
+    with cloud_link(ref, max_batch=1, max_wait_ms=0.0) as link:
         for split in range(model.num_stages):
             head_s, enc_s, rtt_s, tail_ms, sizes = [], [], [], [], []
             for i, x in enumerate(xs):
@@ -127,10 +135,6 @@ def bench_round_trips(ref: str, n: int) -> list[dict]:
                          "e2e_p50_ms": med, "e2e_p95_ms": summary_ms(e2e)["p95_ms"], "floor_ms": floor_ms,
                          "overhead_ms": med - floor_ms, "e2e_over_floor": med / floor_ms})
             print(f"  split {split}: {rows[-1]['e2e_p50_ms']:.1f} ms (floor {floor_ms:.1f})", flush=True)
-    finally:
-        link.close()
-        cloud.terminate()
-        cloud.wait()
     return rows
 
 
@@ -160,12 +164,7 @@ def bench_throughput(ref: str, split: int, batches: list[int], requests: int, wi
     payloads = [request_frame(model, model_id, split, x, i + 1)[0] for i, x in enumerate(xs)]
     rows = []
     for b in batches:
-        port = free_port()
-        cloud = start_cloud(ref, port, max_batch=b, max_wait_ms=5.0)
-        link = DroneLink(ZenohSettings(connect=(f"tcp/127.0.0.1:{port}",)), "bench")
-        try:
-            while not link.cloud_available:
-                time.sleep(0.05)
+        with cloud_link(ref, max_batch=b, max_wait_ms=5.0) as link:
             replies, elapsed = flood(link, payloads, requests, window)
             decoded = [codec.decode_reply(p) for p in replies if p is not None]
             ok = [r for r in decoded if isinstance(r, codec.Reply)]
@@ -173,10 +172,6 @@ def bench_throughput(ref: str, split: int, batches: list[int], requests: int, wi
                          "mean_batch": float(np.mean([r.batch_size for r in ok])),
                          "server_ms_per_frame": float(np.mean([r.compute_ms for r in ok]))})
             print(f"  max batch {b}: {rows[-1]['throughput_fps']:.0f} frames/s", flush=True)
-        finally:
-            link.close()
-            cloud.terminate()
-            cloud.wait()
     return rows
 
 

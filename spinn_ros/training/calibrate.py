@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from ..core.calibration import save_calibration
-from ..core.checkpoint import CheckpointError, calibration_path, default_checkpoint_path, load_checkpoint
-from .common import calibration_from_outputs, check_frames, dataset_summary, exit_outputs, load_split
+from ..core.checkpoint import CheckpointError, calibration_path, load_checkpoint
+from .common import add_checkpoint_data_args, calibration_from_outputs, check_frames, dataset_summary, exit_outputs, load_split
 
 
 def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path | None = None, split: str = "calib",
@@ -39,9 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "accurate they are; write the versioned calibration file the scheduler reads.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    ap.add_argument("--checkpoint", type=Path, default=default_checkpoint_path(), help="model checkpoint")
-    ap.add_argument("--data", type=Path, default=Path("data"), help="dataset folder (or a .npz file)")
-    ap.add_argument("--split", default="calib", help="split to calibrate on (never the test split)")
+    add_checkpoint_data_args(ap, "calib", "split to calibrate on (never the test split)")
     ap.add_argument("--out", type=Path, default=None, help="output file (default: beside the checkpoint)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", action="store_true")

@@ -11,6 +11,15 @@ from ..core.model import EarlyExitNet, decode_exit
 from ..core.preprocess import to_model_input
 
 
+def add_checkpoint_data_args(ap, split: str, split_help: str | None = None) -> None:
+    """The options every command that runs a checkpoint over a dataset split shares."""
+    from ..core.checkpoint import default_checkpoint_path
+
+    ap.add_argument("--checkpoint", type=Path, default=default_checkpoint_path(), help="model checkpoint")
+    ap.add_argument("--data", type=Path, default=Path("data"), help="dataset folder (or a .npz file)")
+    ap.add_argument("--split", default=split, help=split_help)
+
+
 def split_path(data: Path, split: str) -> Path:
     """``data`` is a folder holding ``<split>.npz`` or a .npz file itself."""
     data = Path(data)

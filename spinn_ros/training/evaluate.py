@@ -16,8 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.checkpoint import CheckpointError, default_checkpoint_path, load_checkpoint
-from .common import calibration_from_outputs, check_frames, collision_metrics, dataset_summary, exit_outputs, load_split
+from ..core.checkpoint import CheckpointError, load_checkpoint
+from .common import (
+    add_checkpoint_data_args,
+    calibration_from_outputs,
+    check_frames,
+    collision_metrics,
+    dataset_summary,
+    exit_outputs,
+    load_split,
+)
 
 STEER_DEG = 45.0          # steering 1.0 = the camera's horizontal half-FOV
 TARGET_BALANCED_ACC = 0.93
@@ -151,9 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "fraction answered at each exit. Prints a table, writes a plot (and optionally JSON).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    ap.add_argument("--checkpoint", type=Path, default=default_checkpoint_path(), help="model checkpoint")
-    ap.add_argument("--data", type=Path, default=Path("data"), help="dataset folder (or a .npz file)")
-    ap.add_argument("--split", default="test")
+    add_checkpoint_data_args(ap, "test")
     ap.add_argument("--plot", type=Path, default=Path("runs/eval/report.png"), help="plot output")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure as JSON here")
     ap.add_argument("--threads", type=int, default=2)
