@@ -7,6 +7,7 @@ tests start their nodes from them too.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import sys
 from dataclasses import dataclass, field
@@ -227,10 +228,15 @@ def launch_description(system: str):
     return LaunchDescription([*declared, OpaqueFunction(function=nodes)])
 
 
-# -- flight (owned by the closed-loop flight work; see spinn_ros/mission.py, docs/flight.md) -
+# -- flight (the closed-loop flight; see spinn_ros/mission.py, docs/flight.md) ---------------
 #: drone parameters of each flight mode: SPINN and its two classic baselines
 FLIGHT_MODES = ("spinn", "device-only", "cloud-only")
-FLIGHT_SPLIT = 2            # SPINN's split when no monitor plans one: stages [0, 2) on the drone
+FLIGHT_SPLIT = 2            # SPINN's split and threshold until (or without) a monitor's plan: stages [0, 2)
+FLIGHT_THRESHOLD = 0.999    # on the drone, exits 0 and 1 answer at 99.9 % confidence, the rest is offloaded
+FLIGHT_GOAL = (20.0, 0.0)   # every generated course's goal (sim.world.CourseParams: x = length, y = 0)
+FLIGHT_GOAL_GAIN = 1.0      # yaw toward the goal when the way ahead is clear (controller.goal_gain)
+FLIGHT_GOAL_CONE = 1.05     # rad (60 deg): the drone never turns further than this away from the goal
+FLIGHT_SEARCH_YAW = 0.5     # rad/s: stopped with nothing to choose between, turn to look for a way
 
 
 def flight(course_seed: int = -1, course_kind: str = "", real_time_factor: float = 1.0, checkpoint: str = "",
@@ -239,7 +245,8 @@ def flight(course_seed: int = -1, course_kind: str = "", real_time_factor: float
            overrides: dict | None = None) -> list[NodeSpec]:
     """One drone flying a simulated course: sim + drone (+ cloud and monitor unless device-only).
 
-    The drone reads the simulator's ``/camera`` and commands ``/X3/gazebo/command/twist`` on sim time.
+    The drone reads the simulator's ``/camera`` and commands ``/X3/gazebo/command/twist`` on sim time;
+    it also turns toward the course's goal when the way ahead is clear (odometry ``/model/X3/odometry``).
     ``mode``: ``spinn`` (head on the drone, offload when no device exit is confident; the monitor's plans
     are followed when a monitor runs), ``device-only`` (the whole model on the drone, final exit only, no
     cloud) or ``cloud-only`` (the raw frame to the cloud, final exit only). ``split_point`` -2 and
@@ -257,7 +264,8 @@ def flight(course_seed: int = -1, course_kind: str = "", real_time_factor: float
     model = {"checkpoint": checkpoint} if checkpoint else {}
     zenoh = {"zenoh.connect": cloud_endpoint}
     drone_params = {
-        "spinn": {"split_point": FLIGHT_SPLIT, "cloud.enabled": True, "follow_plans": True, **zenoh},
+        "spinn": {"split_point": FLIGHT_SPLIT, "exit_threshold": FLIGHT_THRESHOLD, "cloud.enabled": True,
+                  "follow_plans": True, **zenoh},
         "device-only": {"split_point": -1, "exit_threshold": 1.0, "cloud.enabled": False, "follow_plans": False},
         "cloud-only": {"split_point": 0, "exit_threshold": 1.0, "cloud.enabled": True, "follow_plans": False, **zenoh},
     }[mode]
@@ -267,9 +275,14 @@ def flight(course_seed: int = -1, course_kind: str = "", real_time_factor: float
         drone_params["exit_threshold"] = exit_threshold
     specs = sim(course_seed=course_seed, course_kind=course_kind, real_time_factor=real_time_factor,
                 overrides=per_node.get("sim"))
-    drone_kwargs = {"with_monitor": False} if "with_monitor" in inspect.signature(drone).parameters else {}
-    specs += drone(camera_topic="/camera", command_topic="/X3/gazebo/command/twist", use_sim_time=True,
-                   overrides={**model, **drone_params, **per_node.get("drone", {})}, **drone_kwargs)
+    goal = {"goal.enabled": True, "goal.x": FLIGHT_GOAL[0], "goal.y": FLIGHT_GOAL[1],
+            "controller.goal_gain": FLIGHT_GOAL_GAIN, "controller.goal_cone": FLIGHT_GOAL_CONE,
+            "controller.search_yaw_rate": FLIGHT_SEARCH_YAW}
+    pilot = drone(camera_topic="/camera", command_topic="/X3/gazebo/command/twist", use_sim_time=True,
+                  overrides={**model, **goal, **drone_params, **per_node.get("drone", {})}, with_monitor=False)
+    # the drone steers toward the goal from the simulator's odometry (gz OdometryPublisher's topic)
+    specs += [dataclasses.replace(pilot[0], remappings=(*pilot[0].remappings, ("odom", "/model/X3/odometry"))),
+              *pilot[1:]]
     if mode != "device-only":
         specs += cloud(overrides={**model, "zenoh.listen": cloud_endpoint, **per_node.get("cloud", {})})
         if with_monitor and not checkpoint.startswith("random:"):   # it plans from a calibrated checkpoint only
@@ -279,11 +292,8 @@ def flight(course_seed: int = -1, course_kind: str = "", real_time_factor: float
 
 
 def _flight_monitor(mode: str, overrides: dict) -> list[NodeSpec]:
-    """The monitor (link measurement, re-planning) beside the drone when the package has one, on sim
-    time, planning with the mode's strategy (the baselines' drones ignore its plans)."""
-    monitor = SYSTEMS.get("monitor")
-    if monitor is None:
-        return []
+    """The monitor (link measurement, re-planning) beside the drone, on sim time, planning with the
+    mode's strategy (the baselines' drones ignore its plans)."""
     strategy = {"spinn": "spinn", "cloud-only": "cloud_only"}[mode]
     return monitor(use_sim_time=True, overrides={"strategy": strategy, **overrides})
 

@@ -4,11 +4,27 @@ Forward speed falls with collision probability and yaw rate follows steering, bo
 low-pass filtered (Loquercio et al., DroNet, RA-L 2018); above a critical collision
 probability the drone stops at once; without a fresh result it hovers. A refined
 (cloud) result for the frame that produced the last command replaces that frame's
-provisional contribution instead of being filtered in on top of it.
+provisional contribution instead of being filtered in on top of it. A stop ordered by a
+final answer holds until another final answer releases it (the next frame's provisional
+device answer, less informed, cannot), and a late final answer for an older frame still
+stops the drone if it is critical.
+
+DroNet only avoids: after turning away from an obstacle it flies on in the new heading.
+With ``goal_gain`` > 0 and a heading error toward a goal (from the drone's odometry), the
+yaw target also turns toward the goal, weighted by how clear the way ahead is: fully at
+p = 0, fading to nothing at p = 0.5, so near obstacles the network alone steers and the
+goal cannot pull the drone back into what it is avoiding. ``goal_cone`` bounds how far the
+drone may turn away from the goal: beyond it no yaw away from the goal is commanded, so
+it cannot wander off along an obstacle it cannot pass (at a blocking wall it stops there).
+``search_yaw_rate``: stopped in front of something with no side preferred, the drone
+turns at least this fast (within the cone) to look for a way around it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+SEARCH_LEAN = 0.1       # |steering| from which the network's side decides a stopped drone's search turn
 
 
 @dataclass(frozen=True)
@@ -19,6 +35,9 @@ class ControllerConfig:
     yaw_alpha: float = 0.5              # low-pass weight of a new yaw sample (DroNet: 0.5)
     critical_collision: float = 0.9     # at or above: hard stop
     timeout_s: float = 0.5              # hover if no result for this long
+    goal_gain: float = 0.0              # rad/s of yaw per rad of heading error to the goal at p = 0; 0: off
+    goal_cone: float = math.pi          # rad: never yaw further away from the goal beyond this; >= pi: no limit
+    search_yaw_rate: float = 0.0        # rad/s: stopped with (almost) no steering, turn at least this fast; 0: off
 
     def __post_init__(self):
         checks = {
@@ -28,6 +47,9 @@ class ControllerConfig:
             "yaw_alpha": 0 < self.yaw_alpha <= 1,
             "critical_collision": 0 < self.critical_collision <= 1,
             "timeout_s": self.timeout_s > 0,
+            "goal_gain": self.goal_gain >= 0,
+            "goal_cone": self.goal_cone > 0,
+            "search_yaw_rate": self.search_yaw_rate >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -48,29 +70,64 @@ class DroNetController:
         self._speed = 0.0
         self._yaw = 0.0
         self._last_stamp_ns: int | None = None
-        self._before_last = (0.0, 0.0)    # filter state before the last frame was applied
+        self._stop_held = False           # a final result said stop: provisional ones cannot release it
+        self._search = 0.0                # while stopped: the way it turns to look for a way (+1 left, -1 right)
+        self._before_last = (0.0, 0.0, False, 0.0)    # state before the last frame was applied
 
-    def update(self, collision_prob: float, steering: float, stamp_ns: int) -> Command:
-        """Fold one result in; a second result for the same stamp replaces the first."""
+    def update(self, collision_prob: float, steering: float, stamp_ns: int,
+               heading_error: float | None = None, provisional: bool = False) -> Command:
+        """Fold one result in; a second result for the same stamp replaces the first.
+
+        ``heading_error``: bearing of the goal minus the drone's heading, rad (positive: goal
+        to the left), or None without a goal. ``provisional``: a device answer a refined one
+        may replace; it cannot release a stop a final answer ordered (the final answer of a
+        later frame does). A result for an older frame never rewinds the controller, but one
+        at or above the critical probability still stops the drone."""
         c = self.config
         if stamp_ns == self._last_stamp_ns:
-            self._speed, self._yaw = self._before_last
+            self._speed, self._yaw, self._stop_held, self._search = self._before_last
         elif self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
-            # an older frame (e.g. a late refinement): never rewind the controller
-            return Command(self._speed, self._yaw, self._last_stamp_ns, "stale")
-        self._before_last = (self._speed, self._yaw)
+            if collision_prob < c.critical_collision:     # e.g. a late refinement
+                return Command(self._speed, self._yaw, self._last_stamp_ns, "stale")
+            self._speed = 0.0
+            self._stop_held = self._stop_held or not provisional
+            return Command(0.0, self._yaw, stamp_ns, "stop")
+        self._before_last = (self._speed, self._yaw, self._stop_held, self._search)
         self._last_stamp_ns = stamp_ns
         p = min(max(collision_prob, 0.0), 1.0)
         s = min(max(steering, -1.0), 1.0)
         target_yaw = -s * c.max_yaw_rate            # steering > 0 means "turn right"
+        stopping = p >= c.critical_collision or (provisional and self._stop_held)
+        if not stopping:
+            self._search = 0.0
+        elif c.search_yaw_rate > 0:
+            # stopped: turn at least search_yaw_rate to look for a way (e.g. a pillar dead ahead), the way
+            # the network leans when it clearly does, else the way chosen before during this stop (first:
+            # toward the goal, else left), so that a wavering steering cannot hold the drone in place
+            if abs(s) >= SEARCH_LEAN:
+                self._search = -math.copysign(1.0, s)
+            elif not self._search:
+                self._search = math.copysign(1.0, heading_error) if heading_error else 1.0
+            target_yaw = self._search * max(abs(target_yaw), min(c.search_yaw_rate, c.max_yaw_rate))
+        if heading_error is not None:
+            e = math.remainder(heading_error, math.tau)   # > 0: the goal is to the left
+            if c.goal_gain > 0:
+                clear = max(0.0, 1.0 - 2.0 * p)           # 1 at p = 0, 0 from p = 0.5 on
+                target_yaw = min(max(target_yaw + c.goal_gain * clear * e, -c.max_yaw_rate), c.max_yaw_rate)
+            if abs(e) >= c.goal_cone and target_yaw * e < 0:
+                target_yaw = 0.0                          # would turn further away from the goal
         self._yaw = (1 - c.yaw_alpha) * self._yaw + c.yaw_alpha * target_yaw
-        if p >= c.critical_collision:
+        if stopping:
             self._speed = 0.0
+            self._stop_held = self._stop_held or not provisional
             return Command(0.0, self._yaw, stamp_ns, "stop")
+        self._stop_held = False
         self._speed = (1 - c.speed_alpha) * self._speed + c.speed_alpha * (1 - p) * c.max_forward_speed
         return Command(self._speed, self._yaw, stamp_ns, "track")
 
     def hover(self) -> Command:
         """No fresh result: stop and forget the filter state."""
         self._speed = self._yaw = 0.0
+        self._stop_held = False
+        self._search = 0.0
         return Command(0.0, 0.0, self._last_stamp_ns or 0, "hover")

@@ -3,6 +3,7 @@
 Topics (relative, so a namespace or remapping places them):
   in   image               sensor_msgs/Image (sensor-data QoS; rgb8, bgr8, mono8)
   in   spinn/plan          spinn_ros/SplitPlan (reliable, transient local) from the monitor
+  in   odom                nav_msgs/Odometry, only with goal.enabled (steer toward the goal when clear)
   out  spinn/result        spinn_ros/InferenceResult (stamp = source image stamp)
   out  cmd_vel             geometry_msgs/TwistStamped (stamp = source image stamp)
   out  /diagnostics        diagnostic_msgs/DiagnosticArray
@@ -20,6 +21,8 @@ the worker is busy replaces any older waiting one (counted as dropped).
 """
 from __future__ import annotations
 
+import math
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from geometry_msgs.msg import TwistStamped
+from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import Image
@@ -35,6 +39,7 @@ from spinn_ros.msg import InferenceResult, SplitPlan
 
 from ..core import codec
 from ..core.controller import ControllerConfig, DroNetController
+from ..core.device_emulation import SlowerDevice
 from ..core.frame_slot import LatestSlot
 from ..core.model_ref import load_model
 from ..core.offload import InFlight, OffloadTracker
@@ -60,9 +65,11 @@ PARAMS = [
           in_range(1, 64), read_only=True),
     Param("diagnostics_period_s", 1.0, "period of /diagnostics messages, seconds",
           in_range(0.05, 60.0), read_only=True),
-    Param("emulate.slowdown", 1.0, "emulate a slower drone computer: the head's compute time is stretched "
-          "to this many times its measured duration (sleep-padded; 1 = as fast as this machine)",
-          in_range(1.0, 100.0)),
+    Param("emulate.slowdown", 1.0, "emulate a drone computer this many times slower than this machine: each "
+          "head is sleep-padded to k x its stages' idle cost, measured at start-up (1 = no emulation)",
+          in_range(1.0, 100.0), read_only=True),
+    Param("emulate.profile", "", "device profile whose stage costs the slowdown multiplies (default: the "
+          "model's profile in profiles/, else costs measured at start-up)", read_only=True),
     Param("follow_plans", True, "apply SplitPlan messages from the monitor (split and threshold)"),
     Param("cloud.enabled", False, "offload frames no device exit is confident about to a cloud over Zenoh",
           read_only=True),
@@ -86,7 +93,21 @@ PARAMS = [
           in_range(0.0, 1.0, lo_open=True)),
     Param("controller.timeout_s", 0.5, "hover when no result arrived for this long, seconds",
           in_range(0.01, 10.0)),
+    Param("controller.goal_gain", 0.0,
+          "yaw toward the goal, rad/s per rad of heading error (fading from p = 0 to p = 0.5); 0: off",
+          in_range(0.0, 10.0)),
+    Param("controller.goal_cone", 3.1416, "never yaw further from the goal once this far off it, rad; pi: no limit",
+          in_range(0.01, 3.1416)),
+    Param("controller.search_yaw_rate", 0.0, "stopped with no side preferred, turn at least this fast, rad/s; 0: off",
+          in_range(0.0, 10.0)),
+    Param("goal.enabled", False, "steer toward goal.x, goal.y as well (needs odometry on 'odom')", read_only=True),
+    Param("goal.x", 0.0, "goal x in the odometry frame, m", read_only=True),
+    Param("goal.y", 0.0, "goal y in the odometry frame, m", read_only=True),
 ]
+
+
+#: an offload needs at least this much of its frame's budget left to have a chance
+MIN_OFFLOAD_BUDGET_NS = 5_000_000
 
 
 @dataclass
@@ -121,6 +142,7 @@ class DeviceFallback:
     """Urgent worker job: finish a frame on the drone (its offload failed, no device exit)."""
 
     job: InFlight
+    in_flight_ms: float = 0.0
 
 
 class DroneNode(Node):
@@ -134,6 +156,7 @@ class DroneNode(Node):
         except (OSError, ValueError) as exc:
             raise ParameterError(f"parameter 'checkpoint'={p['checkpoint']!r}: {exc}") from exc
         self.policy = Policy(self._resolve_split(p["split_point"]), p["exit_threshold"])
+        self.device = self._slower_device(p)
         self.controller = DroNetController(self._controller_config(p))
         self.add_on_set_parameters_callback(on_change(PARAMS, self._apply_params))
 
@@ -141,6 +164,9 @@ class DroneNode(Node):
         self.cmd_pub = self.create_publisher(TwistStamped, "cmd_vel", qos.RESULTS)
         self.diag_pub = self.create_publisher(diag.DiagnosticArray, "/diagnostics", qos.RESULTS)
         self.create_subscription(SplitPlan, "spinn/plan", self._on_plan, qos.LATCHED)
+        self._pose: tuple[float, float, float] | None = None      # x, y, yaw from odometry (goal.enabled)
+        if p["goal.enabled"]:
+            self.create_subscription(Odometry, "odom", self._on_odom, qos.RESULTS)
 
         now = time.monotonic()
         self.frames_in = diag.RateCounter(now)
@@ -161,6 +187,11 @@ class DroneNode(Node):
         self._stop = threading.Event()
         self.worker = threading.Thread(target=self._work, name="spinn-head", daemon=True)
         self.worker.start()
+        # offloads leave through a thread of their own: a Zenoh query blocks its caller while the link's
+        # queue is full (a dead or congested link), and that must stall offloading, never the worker
+        self._sends: queue.SimpleQueue = queue.SimpleQueue()
+        self.sender = threading.Thread(target=self._send_loop, name="spinn-offload-send", daemon=True)
+        self.sender.start()
         self.create_subscription(Image, "image", self._on_image, qos.SENSOR)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
         self.create_timer(min(0.05, p["controller.timeout_s"] / 2), self._watchdog)
@@ -178,6 +209,24 @@ class DroneNode(Node):
         except ValueError as exc:
             raise ParameterError(f"zenoh parameters: {exc}") from exc
         return DroneLink(settings, self.get_namespace(), self._on_clouds)
+
+    def _slower_device(self, p: dict) -> SlowerDevice:
+        profile = None
+        if p["emulate.slowdown"] > 1.0:
+            from ..core.profiler import find_profile, load_profile
+
+            try:
+                path = p["emulate.profile"] or find_profile(self.model_id, "device")
+                profile = load_profile(path, self.model_id, "device")
+            except (OSError, ValueError) as exc:
+                if p["emulate.profile"]:
+                    raise ParameterError(f"parameter 'emulate.profile'={p['emulate.profile']!r}: {exc}") from exc
+                self.get_logger().warn(f"no device profile for {self.model_id} ({exc}); measuring stage costs here")
+        device = SlowerDevice(self.model, p["emulate.slowdown"], profile)
+        if device.factor > 1.0:
+            self.get_logger().info(f"emulating a drone {device.factor:g}x slower ({device.source}): whole model "
+                                   f"{device.factor * device.cost_s(0, self.model.num_stages) * 1e3:.1f} ms")
+        return device
 
     def _on_clouds(self, alive: set[str]) -> None:
         self.get_logger().info(f"cloud servers alive: {sorted(alive) or 'none (device answers alone)'}")
@@ -222,6 +271,16 @@ class DroneNode(Node):
         self.get_logger().info(f"plan {plan.plan_id}: split {plan.split_point}, threshold "
                                f"{plan.exit_threshold:.2f}, offload {plan.offload} ({plan.reason})")
 
+    def _on_odom(self, msg: Odometry) -> None:
+        q, pos = msg.pose.pose.orientation, msg.pose.pose.position
+        self._pose = (pos.x, pos.y, math.atan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z)))
+
+    def _heading_error(self) -> float | None:
+        if self._pose is None:
+            return None
+        x, y, yaw = self._pose
+        return math.atan2(self.p["goal.y"] - y, self.p["goal.x"] - x) - yaw
+
     # -- camera path: never blocks ------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
         self._seq += 1
@@ -232,10 +291,15 @@ class DroneNode(Node):
     def _work(self) -> None:
         while not self._stop.is_set():
             item = self.slot.take(timeout=0.1)
-            if isinstance(item, DeviceFallback):
-                self._finish_tail_on_device(item.job)
-            elif item is not None:
-                self._process(item)
+            try:
+                if isinstance(item, DeviceFallback):
+                    self._finish_tail_on_device(item)
+                elif item is not None:
+                    self._process(item)
+            except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the drone
+                if self._stop.is_set() or not self.context.ok():
+                    return              # shutting down: SIGINT already invalidated the publishers
+                self.get_logger().error(f"frame processing failed: {exc!r}", throttle_duration_sec=5.0)
 
     def _can_offload(self, policy: Policy) -> bool:
         if self.link is None or not policy.offload or policy.split >= self.model.num_stages:
@@ -258,7 +322,7 @@ class DroneNode(Node):
             return
         policy = self.policy
         head = run_head(self.model, x, policy.split, policy.threshold, offload=self._can_offload(policy))
-        head.compute_s = self._emulate_slower_device(head.compute_s)
+        head.compute_s = self.device.pad(0, head.stages_run, head.compute_s)
         if head.final is not None:
             self._publish(frame, head.final, policy, InferenceResult.SOURCE_DEVICE, device_s=head.compute_s)
             return
@@ -267,20 +331,17 @@ class DroneNode(Node):
                           provisional=True)
         self._offload(frame, policy, head)
 
-    def _emulate_slower_device(self, compute_s: float) -> float:
-        """Pad the head to ``emulate.slowdown`` times its duration (the monitor's device_slowdown
-        tells the planner the same factor); returns the emulated compute time."""
-        factor = self.p["emulate.slowdown"]
-        if factor > 1.0:
-            time.sleep((factor - 1.0) * compute_s)
-        return factor * compute_s
-
     # -- offloading -------------------------------------------------------------------------
     def _offload(self, frame: Frame, policy: Policy, head: HeadResult) -> None:
         deadline = frame.arrived_ns + int(self.p["cloud.deadline_ms"] * 1e6)
-        job = self.tracker.begin(frame, Pending(policy, head.provisional, head.activation, head.compute_s), deadline)
+        pending = Pending(policy, head.provisional, head.activation, head.compute_s)
+        if deadline - time.monotonic_ns() < MIN_OFFLOAD_BUDGET_NS:
+            self.tracker.counters.skipped_late += 1      # the head used up the budget: no reply could make it
+            self._finish_locally(frame, pending)
+            return
+        job = self.tracker.begin(frame, pending, deadline)
         if job is None:   # cannot happen with one worker (room was checked), but never lose a frame
-            self._finish_tail_on_device_now(frame, Pending(policy, head.provisional, head.activation, head.compute_s))
+            self._finish_locally(frame, pending)
             return
         dtype, compression = ENCODINGS[self.p["cloud.encoding"]]
         act = head.activation
@@ -292,7 +353,16 @@ class DroneNode(Node):
                                            budget_ms=max(remaining_s, 0.0) * 1e3)
         job.wire_bytes = len(frame_bytes)
         timeout = remaining_s + self.p["cloud.late_grace_ms"] / 1e3
-        self.link.request(frame_bytes, timeout, lambda payload, why: self._on_reply(job.request_id, payload, why))
+        self._sends.put((frame_bytes, time.monotonic() + timeout, job.request_id))
+
+    def _send_loop(self) -> None:
+        while (item := self._sends.get()) is not None:
+            frame_bytes, give_up, request_id = item
+            done = lambda payload, why, rid=request_id: self._on_reply(rid, payload, why)  # noqa: E731
+            if time.monotonic() >= give_up:     # held up behind a blocked send: the device has answered
+                done(None, "not sent: the link was blocked past the frame's deadline")
+                continue
+            self.link.request(frame_bytes, give_up - time.monotonic(), done)
 
     def _on_reply(self, request_id: int, payload: bytes | None, why: str | None) -> None:
         """From a Zenoh thread: publish the refined answer, or fall back on the device."""
@@ -320,26 +390,37 @@ class DroneNode(Node):
                       queue_ms=reply.queue_ms, wire_bytes=job.wire_bytes)
 
     def _on_expired(self, job: InFlight) -> None:
-        self._finish_on_device(job)
+        # how long it was out is a lower bound on its round trip: the monitor learns from it
+        self._finish_on_device(job, in_flight_ms=(time.monotonic_ns() - job.sent_ns) / 1e6)
 
-    def _finish_on_device(self, job: InFlight) -> None:
+    def _finish_on_device(self, job: InFlight, in_flight_ms: float = 0.0) -> None:
         """The frame's answer is the device's: the provisional one, or (none) compute the tail here."""
         ctx: Pending = job.context
         if ctx.provisional is not None:
             self._publish(job.frame, ctx.provisional, ctx.policy, InferenceResult.SOURCE_DEVICE_FALLBACK,
-                          device_s=ctx.device_s, wire_bytes=job.wire_bytes)
+                          device_s=ctx.device_s, wire_bytes=job.wire_bytes, network_ms=in_flight_ms)
         else:
-            self.slot.put_urgent(DeviceFallback(job))
+            self.slot.put_urgent(DeviceFallback(job, in_flight_ms))
 
-    def _finish_tail_on_device(self, job: InFlight) -> None:
-        self._finish_tail_on_device_now(job.frame, job.context, job.wire_bytes)
+    def _finish_locally(self, frame: Frame, ctx: Pending) -> None:
+        """Never offloaded after all: the deepest device exit answers, or the tail runs here."""
+        if ctx.provisional is not None:
+            self._publish(frame, ctx.provisional, ctx.policy, InferenceResult.SOURCE_DEVICE_FALLBACK,
+                          device_s=ctx.device_s)
+        else:
+            self._finish_tail_on_device_now(frame, ctx)
 
-    def _finish_tail_on_device_now(self, frame: Frame, ctx: Pending, wire_bytes: int = 0) -> None:
+    def _finish_tail_on_device(self, fb: DeviceFallback) -> None:
+        self._finish_tail_on_device_now(fb.job.frame, fb.job.context, fb.job.wire_bytes, fb.in_flight_ms)
+
+    def _finish_tail_on_device_now(self, frame: Frame, ctx: Pending, wire_bytes: int = 0,
+                                   in_flight_ms: float = 0.0) -> None:
         t0 = time.perf_counter()
         decision = run_tail(self.model, ctx.activation, ctx.policy.split, ctx.policy.threshold)[0]
-        tail_s = self._emulate_slower_device(time.perf_counter() - t0)
+        stop = self.model.exit_stages[decision.exit_index] + 1
+        tail_s = self.device.pad(ctx.policy.split, stop, time.perf_counter() - t0)
         self._publish(frame, decision, ctx.policy, InferenceResult.SOURCE_DEVICE_FALLBACK,
-                      device_s=ctx.device_s + tail_s, wire_bytes=wire_bytes)
+                      device_s=ctx.device_s + tail_s, wire_bytes=wire_bytes, network_ms=in_flight_ms)
 
     # -- output -----------------------------------------------------------------------------
     def _publish(self, frame: Frame, d: ExitDecision, policy: Policy, source: int, *, device_s: float,
@@ -362,7 +443,7 @@ class DroneNode(Node):
         with self._cmd_lock:
             self._last_result_ns = now_ns
             self._hovering = False
-            cmd = self.controller.update(d.collision_prob, d.steering, stamp_ns)
+            cmd = self.controller.update(d.collision_prob, d.steering, stamp_ns, self._heading_error(), provisional)
         if cmd.reason != "stale":
             self._publish_command(cmd.forward_speed, cmd.yaw_rate, frame.msg.header)
 
@@ -403,6 +484,7 @@ class DroneNode(Node):
             "offloads_sent": c.sent, "offloads_in_flight": self.tracker.in_flight,
             "offloads_late": c.late, "offloads_failed": c.failed, "offloads_expired": c.expired,
             "offload_skipped_no_cloud": c.skipped_no_cloud, "offload_skipped_full": c.skipped_full,
+            "offload_skipped_late": c.skipped_late,
             "cloud_alive": sorted(self.link.clouds.alive) if self.link else "disabled",
             "split_point": self.policy.split,
             "exit_threshold": self.policy.threshold,
@@ -419,6 +501,8 @@ class DroneNode(Node):
         self._stop.set()
         self.slot.close()
         self.worker.join(timeout=5.0)
+        self._sends.put(None)
+        self.sender.join(timeout=5.0)
         self.tracker.close()
         if self.link is not None:
             self.link.close()

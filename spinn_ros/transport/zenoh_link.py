@@ -166,9 +166,11 @@ class DroneLink:
         def on_end() -> None:
             finish(None, "no reply before the query timed out")
 
+        # DROP: with the link's queue full (an outage) a query must fail, not block the caller
         self.session.get(self.key, zenoh.handlers.Callback(on_reply, on_end), payload=frame,
                          timeout=max(timeout_s, 0.001), target=zenoh.QueryTarget.BEST_MATCHING,
-                         consolidation=zenoh.ConsolidationMode.NONE)
+                         consolidation=zenoh.ConsolidationMode.NONE,
+                         congestion_control=zenoh.CongestionControl.DROP)
 
     def close(self) -> None:
         self.clouds.close()
@@ -208,7 +210,8 @@ class MonitorLink:
             done(answered[0] if answered else None)
 
         self.session.get(f"{probe_key(self.settings.key_prefix, cloud)}?size={int(down_bytes)}",
-                         zenoh.handlers.Callback(on_reply, on_end), payload=bytes(up_bytes), timeout=timeout_s)
+                         zenoh.handlers.Callback(on_reply, on_end), payload=bytes(up_bytes), timeout=timeout_s,
+                         congestion_control=zenoh.CongestionControl.DROP)
 
     def close(self) -> None:
         self._load_sub.undeclare()
