@@ -85,6 +85,7 @@ class Flights:
         out = self.root / f"{kind}-{seed}-{mode}-{trace}"
         argv = [sys.executable, "-m", "spinn_ros.mission", "--quiet", "--out", str(out), "--checkpoint", checkpoint(),
                 "--seed", str(seed), "--kind", kind, "--mode", mode, "--trace", trace, "--max-time", str(max_time),
+                "--slowdown", "1",      # this machine's full speed: the pinned split keeps offloads in budget
                 "--set", f"sim.goal_radius={GOAL_RADIUS}", *extra, *EXTRA]
         before = fastdds_shm_files()
         proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=FLIGHT_TIMEOUT)
