@@ -26,6 +26,6 @@ def ros():
     finally:
         codes = harness.close()
     unclean = {name: code for name, code in codes.items() if code != 0}
-    assert not unclean, f"nodes did not shut down cleanly: {unclean}"
+    assert not unclean, f"nodes did not shut down cleanly: {unclean}\n{harness.unclean_output}"
     leftover = orphaned_shm_files(before)
     assert not leftover, f"FastDDS shared-memory files left behind: {sorted(leftover)}"

@@ -163,6 +163,11 @@ class LinkEstimator:
     min_probe_bytes: int = 4096      # probes at least this big also measure bandwidth
 
     # -- inputs -----------------------------------------------------------------------------
+    def reset_link(self) -> None:
+        """Forget the link measurements (a cloud came back after an outage: what the link did
+        before says nothing about it now; until new samples arrive the planner keeps the drone alone)."""
+        self.rtt, self.bandwidth, self.loss = RttEstimator(), BandwidthEstimator(), LossEstimator()
+
     def on_probe(self, rtt_ms: float | None, nbytes: int = 0) -> None:
         """A probe's round trip (None: lost). Small ones measure the RTT, big ones bandwidth."""
         self.loss.update(rtt_ms is not None)

@@ -90,7 +90,7 @@ class MonitorNode(Node):
         self.diag_pub = self.create_publisher(diag.DiagnosticArray, "/diagnostics", qos.RESULTS)
         self.create_subscription(InferenceResult, "spinn/result", self._on_result, qos.RESULTS)
         self.link = self._open_link(p)
-        self._probing: set[str] = set()
+        self._probing: dict[str, float] = {}      # probe kind -> when it may be sent again
         self.create_timer(p["period_s"], self._control)
         self.create_timer(p["link_state_period_s"], self._publish_link_state)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
@@ -145,19 +145,27 @@ class MonitorNode(Node):
             self.estimator.cloud_alive = bool(alive)
             if was != bool(alive):
                 self._force = "cloud " + ("appeared" if alive else "vanished")
+                if alive:
+                    self.estimator.reset_link()
 
     def _probe(self, kind: str, nbytes: int) -> None:
         clouds = sorted(self.link.clouds.alive)
-        if not clouds or kind in self._probing:
+        now = time.monotonic()
+        if not clouds or now < self._probing.get(kind, 0.0):
             return          # nothing to probe, or the last one of this kind is still out
-        self._probing.add(kind)
+        timeout = self.p["probe.timeout_s"]
+        self._probing[kind] = now + 2 * timeout      # a probe whose end never comes blocks no longer
 
         def done(seconds: float | None) -> None:
-            self._probing.discard(kind)
+            self._probing.pop(kind, None)
             with self._lock:
                 self.estimator.on_probe(None if seconds is None else seconds * 1e3, nbytes)
 
-        self.link.probe(clouds[0], nbytes, 16, self.p["probe.timeout_s"], done)
+        try:
+            self.link.probe(clouds[0], nbytes, 16, timeout, done)
+        except Exception as exc:  # noqa: BLE001 - zenoh raises its own error types; a probe is best effort
+            self._probing.pop(kind, None)
+            self.get_logger().warn(f"probe failed: {exc}", throttle_duration_sec=5.0)
 
     # -- planning -----------------------------------------------------------------------------
     def _conditions(self) -> Conditions:

@@ -132,6 +132,7 @@ class RosHarness:
 
     def close(self) -> dict[str, int]:
         codes = {p.name: p.stop() for p in self.procs}
+        self.unclean_output = {p.name: "\n".join(p.lines[-25:]) for p in self.procs if codes[p.name] != 0}
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
