@@ -6,6 +6,7 @@ destroyed before rclpy shuts down, so DDS resources are released cleanly.
 """
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable
 
@@ -39,6 +40,9 @@ def run_node(factory: Callable[[], "rclpy.node.Node"], args: list[str] | None = 
             executor.shutdown()
         return 0
     finally:
+        # a second Ctrl-C (or the KeyboardInterrupt rclpy's handler chains to) must not cut the
+        # clean-up short: threads joined, Zenoh closed and DDS entities destroyed, or files stay behind
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             close = getattr(node, "close", None)
             if close:
