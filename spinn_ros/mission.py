@@ -565,8 +565,11 @@ class Flight:
         from rclpy.node import Node
         from rclpy.signals import SignalHandlerOptions
 
+        from spinn_ros.ros.harness import note_dds_start
+
         o = self.opts
         self._context = Context()
+        note_dds_start()
         # no rclpy signal handlers: Ctrl-C / SIGTERM raise here and the teardown stops every node cleanly
         rclpy.init(context=self._context, domain_id=domain, signal_handler_options=SignalHandlerOptions.NO)
         node = Node("spinn_fly", context=self._context)

@@ -29,3 +29,54 @@ def ros():
     assert not unclean, f"nodes did not shut down cleanly: {unclean}\n{harness.unclean_output}"
     leftover = orphaned_shm_files(before)
     assert not leftover, f"FastDDS shared-memory files left behind: {sorted(leftover)}"
+
+
+# ---------------------------------------------------------------------------------
+# Tests that enter network namespaces run in a fresh process once DDS has started here
+# ---------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    """A ``netns`` test after another test started DDS in this process runs as its own pytest
+    process (see spinn_ros.ros.harness.dds_started: FastDDS keeps the host identity of the
+    namespace where it first started, so this process could not see the nodes it spawns on the
+    emulated drone). Its outcome and output are reported here as the test's own."""
+    if item.get_closest_marker("netns") is None:
+        return None
+    from spinn_ros.ros.harness import dds_started
+
+    if not dds_started():
+        return None
+    run_in_fresh_process(item)
+    return True
+
+
+def run_in_fresh_process(item) -> None:
+    import subprocess
+    import time
+
+    from _pytest.reports import TestReport
+
+    hook = item.ihook
+    hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-m", "pytest", item.nodeid, "-p", "no:cacheprovider", "-q", "-rs",
+                           "--no-header", "-W", "ignore::DeprecationWarning"],
+                          cwd=item.config.rootpath, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    stop = time.time()
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    if proc.returncode == 0 and "skipped" in summary and "passed" not in summary:
+        reason = next((line.split(": ", 1)[-1] for line in proc.stdout.splitlines() if line.startswith("SKIPPED")), summary)
+        outcome, longrepr = "skipped", (str(item.path), item.location[1], f"in a fresh process: {reason}")
+    elif proc.returncode == 0:
+        outcome, longrepr = "passed", None
+    else:
+        outcome, longrepr = "failed", f"in a fresh pytest process (exit {proc.returncode}):\n{proc.stdout}"
+    for when, result in (("setup", "passed"), ("call", outcome), ("teardown", "passed")):
+        report = TestReport(item.nodeid, item.location, {k: 1 for k in item.keywords}, result,
+                            longrepr if when == "call" else None, when,
+                            sections=[("Captured stdout call", proc.stdout)] if when == "call" else [],
+                            duration=stop - start if when == "call" else 0.0, start=start, stop=stop)
+        hook.pytest_runtest_logreport(report=report)
+    hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)

@@ -19,6 +19,23 @@ from spinn_ros.launcher import ChildProcess, NodeProcess
 
 SHM = Path("/dev/shm")
 
+#: network namespaces this process has started DDS participants in (see dds_started)
+_DDS_NETNS: set[str] = set()
+
+
+def note_dds_start() -> None:
+    """Record that this thread's network namespace now holds a DDS participant of this process."""
+    _DDS_NETNS.add(os.readlink("/proc/thread-self/ns/net"))
+
+
+def dds_started() -> bool:
+    """Whether this process has started DDS before. FastDDS fixes a process's host identity
+    (hashed from the network namespace's addresses) at its first participant and drops
+    loopback locators of participants that look like another host: a process that started
+    DDS in one namespace cannot then talk DDS to processes in another. Tests that enter a
+    namespace run in a fresh process when this is true (test/conftest.py)."""
+    return bool(_DDS_NETNS)
+
 
 def domain_id_for_run() -> int:
     """A ROS domain per test run (0..101 keeps DDS ports valid), so parallel runs never meet."""
@@ -87,6 +104,7 @@ class RosHarness:
         }
         os.environ.update(self.env)
         self.context = Context()
+        note_dds_start()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = Node("spinn_test", context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
