@@ -72,14 +72,32 @@ OUTAGE = Conditions(bandwidth_mbps=1000.0, rtt_ms=2.0, cloud_alive=False)
 # -- the performance model ---------------------------------------------------------------
 
 
+def mailbox(busy_ms: float, frame_rate_hz: float = 30.0) -> float:
+    """The wait in the drone's newest-frame slot (docs/scheduler.md), by hand."""
+    period = 1e3 / frame_rate_hz
+    return min(busy_ms / period, 1.0) * min(busy_ms, period) / 2
+
+
+CAMERA_BOUND_WAIT = 1e3 / 30 / 2    # a drone slower than the 30 Hz camera: frames are half a period old
+
+
 def test_device_only_latency_is_a_mixture_over_exits():
     p = toy_model().predict(3, 0.5, SLOW)
     assert p.offload_fraction == 0 and p.bytes_per_frame == 0 and p.server_ms_per_frame == 0
-    assert p.mean_latency_ms == pytest.approx(0.70 * 22 + 0.27 * 44 + 0.03 * 66)
-    assert p.latency_ms == pytest.approx(44)          # 97 % of frames are out by exit 1
+    busy = 0.70 * 22 + 0.27 * 44 + 0.03 * 66          # 29.3 ms per frame: 88 % of the camera period
+    assert p.mean_latency_ms == pytest.approx(busy + mailbox(busy)) and mailbox(busy) == pytest.approx(12.84, abs=0.01)
+    assert p.latency_ms == pytest.approx(44 + mailbox(busy))          # 97 % of frames are out by exit 1
     assert p.accuracy == pytest.approx(0.8165)
-    assert p.device_ms_per_frame == pytest.approx(p.mean_latency_ms)
-    assert p.throughput_fps == pytest.approx(min(30, 1e3 / p.mean_latency_ms)) and p.bottleneck == "camera"
+    assert p.device_ms_per_frame == pytest.approx(busy)
+    assert p.throughput_fps == pytest.approx(min(30, 1e3 / busy)) and p.bottleneck == "camera"
+
+
+def test_mailbox_wait_grows_with_the_drone_load_up_to_half_a_camera_period():
+    m = toy_model()
+    idle = m.predict(3, 0.5, Conditions(bandwidth_mbps=1.0, rtt_ms=100.0, frame_rate_hz=1.0))
+    assert idle.mean_latency_ms == pytest.approx(29.26 + 29.26 ** 2 / 1e3 / 2)      # rarely busy on arrival
+    busy = m.predict(3, 1.0, Conditions(bandwidth_mbps=1.0, rtt_ms=100.0, frame_rate_hz=100.0))
+    assert busy.mean_latency_ms == pytest.approx(66 + 5.0)                           # 66 ms > 10 ms period
 
 
 def test_offloaded_latency_adds_transfer_rtt_and_cloud_tail():
@@ -97,7 +115,8 @@ def test_deadline_caps_offloads_and_costs_the_provisional_accuracy():
     p = toy_model().predict(2, 0.9, SLOW)      # 44 ms head + 40 ms for 5 kB at 1 Mbit/s + queueing + 100 ms RTT > 200
     assert p.fallback_fraction == pytest.approx(0.6)
     assert p.latency_ms == pytest.approx(200.0)
-    assert p.mean_latency_ms == pytest.approx(0.2 * 22 + 0.2 * 44 + 0.6 * 200)
+    # the drone is busy 0.2 x 22 + 0.2 x 44 + 0.6 x 44 = 39.6 ms a frame: slower than the camera
+    assert p.mean_latency_ms == pytest.approx(0.2 * 22 + 0.2 * 44 + 0.4 * CAMERA_BOUND_WAIT + 0.6 * 200)
     # provisional answer = exit 1 on the frames it was not sure of, estimated from its standalone accuracy
     prov = (0.85 - 0.4 * 0.94) / 0.6
     assert p.accuracy == pytest.approx(0.2 * 0.95 + 0.2 * 0.93 + 0.6 * prov)
@@ -122,7 +141,8 @@ def test_no_device_exit_falls_back_by_computing_the_tail_on_the_drone():
 def test_no_exits_column_skips_the_intermediate_heads():
     m = toy_model()
     plain, exits = m.predict(3, NO_EXITS, SLOW), m.predict(3, 1.0, SLOW)
-    assert plain.latency_ms == pytest.approx(60 + 2) and exits.latency_ms == pytest.approx(66)
+    assert plain.latency_ms == pytest.approx(60 + 2 + CAMERA_BOUND_WAIT)
+    assert exits.latency_ms == pytest.approx(66 + CAMERA_BOUND_WAIT)
     assert plain.accuracy == pytest.approx(0.94)
 
 
@@ -130,7 +150,7 @@ def test_slowdown_and_batching_scale_the_right_side():
     m = toy_model()
     base = m.predict(3, 1.0, SLOW)
     slow = m.predict(3, 1.0, Conditions(bandwidth_mbps=1.0, rtt_ms=50.0, device_slowdown=2.0))
-    assert slow.latency_ms == pytest.approx(2 * base.latency_ms)
+    assert slow.latency_ms - CAMERA_BOUND_WAIT == pytest.approx(2 * (base.latency_ms - CAMERA_BOUND_WAIT))
     b1 = m.predict(1, 1.0, FAST)
     b2 = m.predict(1, 1.0, Conditions(bandwidth_mbps=1000.0, rtt_ms=2.0, cloud_batch_size=2))
     assert b2.server_ms_per_frame == pytest.approx(b1.server_ms_per_frame * 1.6 / 2)
@@ -160,10 +180,31 @@ def decide(cond, strategy="spinn", **kw):
     return Scheduler(toy_model(), sla(**kw), strategy).decide(cond)
 
 
-def test_fast_link_offloads_the_raw_frame():
-    d = decide(FAST, constraints={"latency_ms": {"max": 30, "percentile": 95}})
-    assert d.feasible and (d.split, d.threshold, d.offload) == (0, 1.0, True)
+def test_fast_link_offloads_right_after_the_first_device_exit():
+    """Only the full model (threshold 1.0) reaches the best accuracy, and on the drone it takes
+    66 ms (+ 16.7 in the mailbox): over the 40 ms bound. Offloading after stage 0 answers at
+    7.3 (mailbox: busy 22 of 33 ms) + 22 + 0.16 (20 kB at 1 Gbit/s) + 2 (RTT) + 2.2 (two cloud
+    stages and heads) = 33.7 ms, with exit 0's answer in hand at 29.3 ms. The raw frame would
+    answer at ~6 ms but leave control waiting on the network, which SPINN never does; the
+    cloud-only baseline does just that."""
+    d = decide(FAST, constraints={"latency_ms": {"max": 40, "percentile": 95}})
+    assert d.feasible and (d.split, d.threshold, d.offload) == (1, 1.0, True)
+    assert d.prediction.latency_ms == pytest.approx(mailbox(22) + 26.4, abs=0.1)
     assert "decided by maximize_accuracy" in d.reason
+    cloud_only = decide(FAST, "cloud_only", constraints={"latency_ms": {"max": 40, "percentile": 95}})
+    assert (cloud_only.split, cloud_only.offload) == (0, True) and cloud_only.prediction.latency_ms < 10
+
+
+def test_spinn_never_offloads_before_a_device_exit():
+    """Whatever the link and SLA, an offloading SPINN plan has an exit on the drone first
+    (here split 0, the raw frame, is the only split without one)."""
+    table = toy_model().predict_all(FAST)
+    mask = STRATEGIES["spinn"].mask(table)
+    assert table.first_device_exit_split == 1
+    assert not mask[:, 0].any() and mask[:-1, 1:].all()
+    for bound in (10, 30, 60, 100):
+        for cond in (FAST, SLOW, Conditions(bandwidth_mbps=50.0, rtt_ms=10.0)):
+            assert decide(cond, constraints={"latency_ms": {"max": bound}}).split != 0
 
 
 def test_slow_link_keeps_everything_on_the_drone():
@@ -178,10 +219,10 @@ def test_outage_means_device_only_even_on_a_fast_link():
 
 def test_tight_latency_bound_lowers_the_threshold():
     loose = decide(SLOW, constraints={"latency_ms": {"max": 100}})
-    tight = decide(SLOW, constraints={"latency_ms": {"max": 50}})
-    assert tight.feasible and tight.split == 3 and tight.threshold == 0.5 < loose.threshold
-    assert tight.prediction.latency_ms <= 50
-    assert any("latency" in b for b in tight.binding) and "binding: p95 latency <= 50 ms" in tight.reason
+    tight = decide(SLOW, constraints={"latency_ms": {"max": 60}})      # 0.5: 56.8 ms; 0.7: 82.7 ms
+    assert tight.feasible and tight.threshold == 0.5 < loose.threshold
+    assert tight.prediction.latency_ms <= 60
+    assert any("latency" in b for b in tight.binding) and "binding: p95 latency <= 60 ms" in tight.reason
 
 
 def test_min_accuracy_is_respected_by_a_latency_objective():

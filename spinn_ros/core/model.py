@@ -185,7 +185,10 @@ class EarlyExitNet(nn.Module):
 
     def stage_shape(self, stage: int) -> tuple[int, int, int]:
         """(C, H, W) of the activation leaving ``stage`` (the input shape for -1)."""
-        return _SHAPES_CACHE.setdefault((self.spec, stage), _trace_shape(self, stage))
+        key = (self.spec, stage)
+        if key not in _SHAPES_CACHE:        # traced once per spec: the cloud asks on every request
+            _SHAPES_CACHE[key] = _trace_shape(self, stage)
+        return _SHAPES_CACHE[key]
 
     def split_shape(self, split: int) -> tuple[int, int, int]:
         """Shape of the tensor crossing split point ``split``."""
@@ -240,10 +243,17 @@ _SHAPES_CACHE: dict = {}
 
 
 def _trace_shape(net: EarlyExitNet, stage: int) -> tuple[int, int, int]:
+    """Run a dummy input through the stages in eval mode: in training mode batch norm would
+    fold the dummy into its running statistics."""
     x = torch.zeros(1, *net.input_shape())
-    with torch.no_grad():
-        for s in range(stage + 1):
-            x = net.stages[s](x)
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            for s in range(stage + 1):
+                x = net.stages[s](x)
+    finally:
+        net.train(was_training)
     return tuple(x.shape[1:])
 
 

@@ -105,6 +105,7 @@ class PredictionTable:
     percentile: float
     valid: np.ndarray                      # plans the drone can run now (offloading needs a live cloud)
     bottleneck: np.ndarray                 # index into BOTTLENECKS
+    first_device_exit_split: int           # the smallest split with an exit on the drone (a provisional answer)
     metrics: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> np.ndarray:
@@ -231,10 +232,11 @@ class PerformanceModel:
         R_dev, R_cloud = R * on_dev, R * ~on_dev                           # (C, S, E)
         p_off = R_cloud.sum(-1)                                            # (C, S)
         pre, head = self.preprocess_ms * k, k * self.dev_to_split
-        dev_exit_lat = pre + k * self.dev_to_exit[:, None, :]             # answered by a device exit
         nbytes, enc_ms, dec_ms = self._wire(cond.encoding)
-        sent_at = pre + head + k * enc_ms                                  # the request leaves the drone
         busy = pre + (R_dev * k * self.dev_to_exit[:, None, :]).sum(-1) + p_off * (head + k * enc_ms)
+        start = _mailbox_wait(cond.frame_rate_hz, busy) + pre                 # (C, S): the head starts
+        dev_exit_lat = start[..., None] + k * self.dev_to_exit[:, None, :]   # answered by a device exit
+        sent_at = start + head + k * enc_ms                                  # the request leaves the drone
 
         tx, link_wait = _uplink(cond, usable, nbytes, busy, p_off)
         tail, share, queue = self._cloud_side(cond, R_cloud, p_off)
@@ -267,7 +269,7 @@ class PerformanceModel:
         valid = np.broadcast_to((self.splits == self.num_stages) | usable, busy.shape)
         return PredictionTable(
             thresholds=self.thresholds, num_stages=self.num_stages, percentile=percentile, valid=valid.copy(),
-            bottleneck=fps.argmin(0),
+            bottleneck=fps.argmin(0), first_device_exit_split=int(self.exit_stages[0]) + 1,
             metrics={"latency_ms": _mixture_percentile(lat, w, percentile), "mean_latency_ms": (w * lat).sum(-1),
                      "accuracy": accuracy, "throughput_fps": fps.min(0), "offload_fraction": p_off,
                      "fallback_fraction": (R_cloud * p_fb).sum(-1), "bytes_per_frame": bytes_pf,
@@ -295,6 +297,16 @@ class PerformanceModel:
         if not isinstance(split, (int, np.integer)) or not 0 <= split <= self.num_stages:
             raise ValueError(f"split must be an integer in [0, {self.num_stages}], got {split!r}")
         return self.predict_all(cond, percentile).prediction(self.column(threshold), int(split))
+
+
+def _mailbox_wait(frame_rate_hz: float, busy: np.ndarray) -> np.ndarray:
+    """Mean ms a frame that gets processed waits in the drone's one-frame mailbox: it arrives
+    while the head is busy with probability rho (utilisation) and waits out the rest of that
+    frame, half of it on average; once the drone cannot keep up (rho = 1) the frame taken
+    next is the newest, on average half a camera period old."""
+    period = 1e3 / frame_rate_hz
+    rho = np.minimum(busy / period, 1.0)
+    return rho * np.minimum(busy, period) / 2
 
 
 def _uplink(cond: Conditions, usable: bool, nbytes: np.ndarray, busy: np.ndarray, p_off: np.ndarray):
@@ -339,6 +351,7 @@ class Strategy:
     early_exits: bool                      # False: the plain network (column NO_EXITS)
     splits: str                            # "all", "device" (split N) or "cloud" (split 0)
     objectives: tuple[Objective, ...] | None = None    # None: the SLA's
+    provisional: bool = False              # offload only where the drone has an exit before the split
 
     def mask(self, table: PredictionTable) -> np.ndarray:
         cols, n = table.shape[0], table.num_stages
@@ -346,11 +359,14 @@ class Strategy:
         col = slice(0, cols - 1) if self.early_exits else slice(cols - 1, cols)
         split = {"all": slice(None), "device": slice(n, n + 1), "cloud": slice(0, 1)}[self.splits]
         m[col, split] = True
+        if self.provisional:     # control never waits on the network: a device exit answers first
+            m[:, :table.first_device_exit_split] = False
         return m
 
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
-    Strategy("spinn", "split and exit threshold co-optimised for the SLA", True, "all"),
+    Strategy("spinn", "split and exit threshold co-optimised for the SLA; the drone answers provisionally "
+             "before any offload", True, "all", provisional=True),
     Strategy("device_only", "the whole network on the drone, no early exits", False, "device"),
     Strategy("cloud_only", "the raw frame to the cloud, the whole network there", False, "cloud"),
     Strategy("neurosurgeon", "the split with the lowest latency, no early exits", False, "all",
