@@ -89,3 +89,32 @@ def test_wrong_input_size_fails_clearly():
     m = build_model("small")
     with pytest.raises(ValueError, match="expects input Bx3x128x128"):
         m(torch.zeros(1, 3, 96, 96))
+
+
+@torch.no_grad()
+def test_plain_network_skips_the_intermediate_exit_heads(model):
+    """Threshold PLAIN_NETWORK: the final exit answers and no other exit head runs, on the drone
+    (head, or the whole network), in the cloud's tail, and in a device-side tail."""
+    from spinn_ros.core.progressive import PLAIN_NETWORK
+    from spinn_ros.core.progressive import run_head as head_policy
+    from spinn_ros.core.progressive import run_tail as tail_policy
+
+    model = copy.deepcopy(model).eval()
+    calls = []
+    for i, head in enumerate(model.exits):
+        head.register_forward_hook(lambda m, inp, out, i=i: calls.append(i))
+    x = torch.rand(1, *model.input_shape(), generator=torch.Generator().manual_seed(2))
+    final = model.num_exits - 1
+    whole = head_policy(model, x, model.num_stages, PLAIN_NETWORK, offload=False).final
+    assert whole.exit_index == final and calls == [final]
+    reference = decode_exit(model(x)[-1])
+    assert whole.collision_prob == pytest.approx(float(reference.collision_prob[0]))
+    for split in range(1, model.num_stages):
+        calls.clear()
+        head = head_policy(model, x, split, PLAIN_NETWORK)
+        assert head.final is None and head.provisional is None and calls == []
+        (answer,) = tail_policy(model, head.activation, split, PLAIN_NETWORK)
+        assert calls == [final] and answer == whole
+    calls.clear()
+    assert head_policy(model, x, model.num_stages, 2.0, offload=False).final.exit_index == final
+    assert calls == list(range(model.num_exits))          # a finite threshold above 1 runs them all

@@ -22,6 +22,7 @@ import pytest
 
 from spinn_ros.core.calibration import Calibration
 from spinn_ros.core.profiler import ProfileError, synthetic_profile
+from spinn_ros.core.progressive import PLAIN_NETWORK
 from spinn_ros.core.scheduler import NO_EXITS, STRATEGIES, Conditions, PerformanceModel, Scheduler
 from spinn_ros.core.sla import parse_sla
 
@@ -260,7 +261,7 @@ def test_baselines_return_their_fixed_plans():
     bx = decide(SLOW, "branchynet", constraints={"latency_ms": {"max": 50}})
     assert (bx.split, bx.threshold) == (3, 0.5)
     assert decide(OUTAGE, "cloud_only").split == 3     # no cloud: the drone runs the plain network
-    assert decide(FAST, "cloud_only").plan_fields()["exit_threshold"] == 1.0
+    assert decide(FAST, "cloud_only").plan_fields()["exit_threshold"] == NO_EXITS == PLAIN_NETWORK
 
 
 def test_plan_fields_match_split_plan_msg():

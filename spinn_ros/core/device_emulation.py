@@ -45,16 +45,17 @@ class SlowerDevice:
                     self.exit_s[e], _ = _median_s(lambda e=e, y=y: m.run_exit(e, y), runs)
                 x = y
 
-    def cost_s(self, start: int, stop: int) -> float:
-        """Idle-machine seconds for stages [start, stop) and the exits among them."""
-        exits = self.model.exits_in(start, stop)
+    def cost_s(self, start: int, stop: int, plain: bool = False) -> float:
+        """Idle-machine seconds for stages [start, stop) and the exits among them (only the
+        final one for the ``plain`` network)."""
+        exits = [e for e in self.model.exits_in(start, stop) if not plain or e == self.model.num_exits - 1]
         return sum(self.stage_s[start:stop]) + sum(self.exit_s[e] for e in exits)
 
-    def pad(self, start: int, stop: int, measured_s: float) -> float:
+    def pad(self, start: int, stop: int, measured_s: float, plain: bool = False) -> float:
         """Sleep until stages [start, stop) took ``factor`` x their idle cost; the emulated seconds."""
         if self.factor <= 1.0:
             return measured_s
-        target = self.factor * self.cost_s(start, stop)
+        target = self.factor * self.cost_s(start, stop, plain)
         if target > measured_s:
             time.sleep(target - measured_s)
         return max(target, measured_s)

@@ -4,9 +4,13 @@ Policy: exits are tried in depth order; a frame leaves at the first exit whose
 top-1 collision softmax reaches the threshold; the final exit always answers.
 The head runs stages ``[0, split)``; if none of its exits is confident the frame
 needs the tail ``[split, N)``, which applies the same policy to its own exits.
+A threshold of :data:`PLAIN_NETWORK` (infinity) is the network without early exits:
+the intermediate exit heads are not even run (a finite threshold above 1 runs them,
+but none can answer).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -57,8 +61,18 @@ def _decision(model: EarlyExitNet, exit_index: int, activation: torch.Tensor) ->
     return _row(exit_index, decode_exit(model.run_exit(exit_index, activation)), 0)
 
 
+#: the threshold of the plain network: no early exit, intermediate exit heads skipped
+PLAIN_NETWORK = math.inf
+
+
 def _is_final_exit(model: EarlyExitNet, exit_index: int) -> bool:
     return exit_index == model.num_exits - 1
+
+
+def exit_at(model: EarlyExitNet, stage: int, plain: bool) -> int | None:
+    """The exit to evaluate after ``stage``: its exit, unless the plain network skips it."""
+    e = model.exit_index_at(stage)
+    return None if e is None or (plain and not _is_final_exit(model, e)) else e
 
 
 @torch.inference_mode()
@@ -75,9 +89,10 @@ def run_head(model: EarlyExitNet, x: torch.Tensor, split: int, threshold: float,
         raise ValueError(f"run_head takes one frame, got a batch of {x.shape[0]}")
     t0 = time.perf_counter()
     deepest = None
+    plain = threshold == PLAIN_NETWORK
     for stage in range(split):
         x = model.run_stage(stage, x)
-        e = model.exit_index_at(stage)
+        e = exit_at(model, stage, plain)
         if e is None:
             continue
         deepest = _decision(model, e, x)
@@ -86,14 +101,14 @@ def run_head(model: EarlyExitNet, x: torch.Tensor, split: int, threshold: float,
     if offload:
         return HeadResult(None, deepest, x, time.perf_counter() - t0, split)
     if deepest is None:
-        deepest = _run_to_first_exit(model, x, split)
+        deepest = _run_to_first_exit(model, x, split, plain)
     return HeadResult(deepest, None, None, time.perf_counter() - t0, max(split, model.exit_stages[deepest.exit_index] + 1))
 
 
-def _run_to_first_exit(model: EarlyExitNet, x: torch.Tensor, start: int) -> ExitDecision:
+def _run_to_first_exit(model: EarlyExitNet, x: torch.Tensor, start: int, plain: bool) -> ExitDecision:
     for stage in range(start, model.num_stages):
         x = model.run_stage(stage, x)
-        e = model.exit_index_at(stage)
+        e = exit_at(model, stage, plain)
         if e is not None:
             return _decision(model, e, x)
     raise AssertionError("the last stage always has the final exit")
@@ -120,7 +135,7 @@ def run_tail(model: EarlyExitNet, x: torch.Tensor, split: int, threshold) -> lis
     thresholds = torch.as_tensor(threshold, dtype=torch.float64).expand(x.shape[0]).clone()  # as the head compares
     for stage in range(split, model.num_stages):
         x = model.run_stage(stage, x)
-        e = model.exit_index_at(stage)
+        e = exit_at(model, stage, plain=bool(torch.isinf(thresholds).all()))
         if e is None:
             continue
         out = decode_exit(model.run_exit(e, x))

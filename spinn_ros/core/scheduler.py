@@ -19,6 +19,7 @@ from .profiler import DEFAULT_ENCODING, ENCODINGS, Profile, ProfileError
 from .sla import SLA, Objective
 
 #: the threshold of the plain network: no early exit, intermediate exit heads not even run
+#: (progressive.PLAIN_NETWORK; repeated here so that planning needs no torch)
 NO_EXITS = math.inf
 BOTTLENECKS = ("camera", "device", "link", "server")
 
@@ -395,9 +396,9 @@ class Decision:
 
     def plan_fields(self) -> dict:
         """``spinn_ros/SplitPlan`` fields (the monitor adds header, plan_id, model_id).
-        The drone always runs its exit heads; the plain network maps to threshold 1."""
+        The plain network's threshold is infinite: the drone and the cloud skip the exit heads."""
         p = self.prediction
-        return {"split_point": p.split, "exit_threshold": min(p.threshold, 1.0), "offload": p.offload,
+        return {"split_point": p.split, "exit_threshold": p.threshold, "offload": p.offload,
                 "predicted_latency_ms": p.latency_ms, "predicted_mean_latency_ms": p.mean_latency_ms,
                 "predicted_accuracy": p.accuracy, "predicted_throughput_fps": p.throughput_fps,
                 "predicted_offload_fraction": p.offload_fraction, "predicted_bytes_per_frame": p.bytes_per_frame,

@@ -44,12 +44,12 @@ from ..core.frame_slot import LatestSlot
 from ..core.model_ref import load_model
 from ..core.offload import InFlight, OffloadTracker
 from ..core.preprocess import UnsupportedImage, to_model_input
-from ..core.progressive import ExitDecision, HeadResult, run_head, run_tail
+from ..core.progressive import PLAIN_NETWORK, ExitDecision, HeadResult, run_head, run_tail
 from ..ros import diagnostics as diag
 from ..ros import qos
 from ..ros.images import image_pixels
 from ..ros.node_main import run_node
-from ..ros.params import Param, ParameterError, declare, in_range, non_empty, on_change, one_of, zenoh_params
+from ..ros.params import Param, ParameterError, declare, in_range, non_empty, on_change, one_of, threshold_or_plain, zenoh_params
 
 ENCODINGS = {f"{d}-{c}": (codec.Dtype[d.upper()], codec.Codec[c.upper()])
              for d in ("f32", "f16", "u8") for c in ("none", "lz4", "zstd")}
@@ -59,8 +59,8 @@ PARAMS = [
           non_empty, read_only=True),
     Param("split_point", -1, "stages [0, split) run on the drone; -1 = the whole model (no offload)",
           in_range(-1, 255)),
-    Param("exit_threshold", 0.8, "an exit answers when its top-1 softmax confidence reaches this, (0, 1]",
-          in_range(0.0, 1.0, lo_open=True)),
+    Param("exit_threshold", 0.8, "an exit answers when its top-1 softmax confidence reaches this, (0, 1]; "
+          ".inf: the plain network (no early exit, exit heads skipped)", threshold_or_plain),
     Param("torch_threads", 1, "torch intra-op threads for the head (1: leave the other cores to ROS)",
           in_range(1, 64), read_only=True),
     Param("diagnostics_period_s", 1.0, "period of /diagnostics messages, seconds",
@@ -262,7 +262,7 @@ class DroneNode(Node):
             self.get_logger().warn(f"ignoring plan {plan.plan_id} for model {plan.model_id} (running {self.model_id})",
                                    throttle_duration_sec=10.0)
             return
-        if not 0 <= plan.split_point <= self.model.num_stages or not 0 < plan.exit_threshold <= 1:
+        if not 0 <= plan.split_point <= self.model.num_stages or threshold_or_plain(plan.exit_threshold):
             self.get_logger().error(f"ignoring invalid plan {plan.plan_id}: split {plan.split_point}, "
                                     f"threshold {plan.exit_threshold}")
             return
@@ -322,7 +322,7 @@ class DroneNode(Node):
             return
         policy = self.policy
         head = run_head(self.model, x, policy.split, policy.threshold, offload=self._can_offload(policy))
-        head.compute_s = self.device.pad(0, head.stages_run, head.compute_s)
+        head.compute_s = self.device.pad(0, head.stages_run, head.compute_s, policy.threshold == PLAIN_NETWORK)
         if head.final is not None:
             self._publish(frame, head.final, policy, InferenceResult.SOURCE_DEVICE, device_s=head.compute_s)
             return
@@ -418,7 +418,7 @@ class DroneNode(Node):
         t0 = time.perf_counter()
         decision = run_tail(self.model, ctx.activation, ctx.policy.split, ctx.policy.threshold)[0]
         stop = self.model.exit_stages[decision.exit_index] + 1
-        tail_s = self.device.pad(ctx.policy.split, stop, time.perf_counter() - t0)
+        tail_s = self.device.pad(ctx.policy.split, stop, time.perf_counter() - t0, ctx.policy.threshold == PLAIN_NETWORK)
         self._publish(frame, decision, ctx.policy, InferenceResult.SOURCE_DEVICE_FALLBACK,
                       device_s=ctx.device_s + tail_s, wire_bytes=wire_bytes, network_ms=in_flight_ms)
 

@@ -216,7 +216,7 @@ class MonitorNode(Node):
             values = dict(self.estimator.link_state_fields())
         values.update({"plan_id": self.plan_id, "plan_changes": self.plan_changes,
                        "split_point": self.plan.split if self.plan else -1,
-                       "exit_threshold": min(self.plan.threshold, 1.0) if self.plan else 0.0,
+                       "exit_threshold": self.plan.threshold if self.plan else 0.0,
                        "feasible": self.plan.feasible if self.plan else False})
         level = diag.OK if self.plan is None or self.plan.feasible else diag.WARN
         text = "plan meets the SLA" if level == diag.OK else "no plan meets the SLA: safest plan in force"
@@ -235,7 +235,7 @@ def _checkpoint_file(ref: str) -> Path:
 
 
 def _same_plan(a: Decision, b: Decision) -> bool:
-    return (a.split, min(a.threshold, 1.0), a.offload) == (b.split, min(b.threshold, 1.0), b.offload)
+    return (a.split, a.threshold, a.offload) == (b.split, b.threshold, b.offload)
 
 
 def main(args=None) -> int:

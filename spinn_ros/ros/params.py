@@ -40,6 +40,14 @@ def in_range(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False)
     return check
 
 
+def threshold_or_plain(v) -> str | None:
+    """An exit threshold: (0, 1], or infinity for the plain network (no early exit)."""
+    if v == float("inf"):
+        return None
+    msg = in_range(0.0, 1.0, lo_open=True)(v)
+    return msg and f"{msg}, or .inf (the plain network: no early exit)"
+
+
 def one_of(*choices) -> Check:
     return lambda v: None if v in choices else f"must be one of {', '.join(map(repr, choices))}"
 
