@@ -526,8 +526,10 @@ def _where(d: dict) -> str:
 
 def check_first_objective(cells: dict, sla) -> dict:
     """SPINN within 5 % (relative) of the best baseline at every condition, on the measured value of the
-    SLA's first objective. For accuracy, a shortfall smaller than the 95 % interval of the difference
-    of two binomial shares (a window answers tens to hundreds of frames) is marked as within noise."""
+    SLA's first objective. Accuracy is a share of the frames each strategy answered in one window (tens
+    to hundreds, and not the same frames: a slow strategy answers fewer): a condition fails only when
+    SPINN is below 95 % of the best by more than the 95 % interval of the difference of the two shares;
+    the raw count beyond 5 % is reported beside it."""
     objective = sla.objectives[0]
     spec = OBJECTIVES[objective.name]
     metric = spec.metric          # the measured rows use the Prediction field names
@@ -545,20 +547,22 @@ def check_first_objective(cells: dict, sla) -> dict:
             a, b = cell["spinn"], cell[best_name]
             noise = 1.96 * math.sqrt(sum(adjusted_variance(r["accuracy"], r["answered"]) for r in (a, b)))
             d.update(spinn_answered=a["answered"], best_answered=b["answered"], diff_ci95=noise,
-                     within_noise=best - mine <= noise)
+                     within_noise=0.95 * best - mine <= noise)
         details.append(d)
-    bad = [d for d in details if d["shortfall"] > 0.05]
-    noisy = sum(bool(d.get("within_noise")) for d in bad)
+    beyond = [d for d in details if d["shortfall"] > 0.05]
+    bad = [d for d in beyond if not d.get("within_noise", False)]
+    noisy = len(beyond) - len(bad)
     summary = "no condition with SPINN and a baseline"
     if details:
         summary = (f"worst shortfall {100 * max(d['shortfall'] for d in details):.1f} % over {len(details)} conditions; "
-                   f"{len(bad)} beyond 5 %" + (f" ({noisy} of them within the 95 % sampling interval)"
-                                                 if metric == "accuracy" and bad else "")
+                   f"{len(beyond)} beyond 5 %" + (f" ({noisy} of them within the 95 % sampling interval)"
+                                                    if metric == "accuracy" and beyond else "")
                    + "".join(f"; {_where(d)}: {d['spinn']:.3f} vs {d['best_baseline']} {d['best']:.3f}"
                              + (f" (n {d['spinn_answered']}/{d['best_answered']}, +-{d['diff_ci95']:.3f})"
-                                if metric == "accuracy" else "") for d in bad[:8]))
+                                if metric == "accuracy" else "") for d in beyond[:8]))
     return {"target": f"SPINN within 5 % of the best baseline on every condition for the SLA's first objective "
-                      f"({objective.name}: measured {metric})",
+                      f"({objective.name}: measured {metric}"
+                      + ("; a shortfall counts when beyond the 95 % sampling interval)" if metric == "accuracy" else ")"),
             "pass": bool(details) and not bad, "summary": summary, "conditions": details}
 
 

@@ -3,6 +3,7 @@ node(s) -> cloud over real Zenoh sessions -> refined results back over DDS."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 import pytest
@@ -202,8 +203,15 @@ def test_cloud_survives_malformed_frames(ros):
                     b[rng.integers(0, len(b))] ^= 1 << int(rng.integers(0, 8))
                 frames.append(bytes(b))
         answers: list = []
+        window = threading.BoundedSemaphore(32)     # a bounded stream, as drones send (cloud.max_in_flight)
+
+        def answered(payload, why):
+            answers.append((payload, why))
+            window.release()
+
         for f in frames:
-            link.request(f, 5.0, lambda payload, why: answers.append((payload, why)))
+            assert window.acquire(timeout=10.0), "the cloud stopped answering"
+            link.request(f, 5.0, answered)
         wait_until(lambda: len(answers) >= len(frames), 60, f"{len(frames)} answers")
         kinds = [type(codec.decode_reply(p)).__name__ if p is not None else why for p, why in answers]
         assert kinds.count("ErrorReply") == len(frames), f"every malformed frame gets an error reply: {set(kinds)}"
