@@ -76,7 +76,7 @@ class BandwidthEstimator:
     (the monitor's bandwidth probes, ``LinkEstimator.min_probe_bytes`` and up)."""
 
     def __init__(self, window: int = 40, trim: float = 0.2, min_transfer_ms: float = 0.2,
-                 jump_window: int = 4, jump_factor: float = 2.0):
+                 jump_window: int = 3, jump_factor: float = 2.0):
         if window < 1 or not 0 <= trim < 0.5 or min_transfer_ms <= 0 or jump_window < 1 or jump_factor <= 1:
             raise ValueError("window, jump_window >= 1, trim in [0, 0.5), min_transfer_ms > 0, jump_factor > 1")
         self.trim, self.min_transfer_ms, self.jump_factor = trim, min_transfer_ms, jump_factor

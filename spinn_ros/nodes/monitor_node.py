@@ -81,6 +81,7 @@ class MonitorNode(Node):
         self.detector = ChangeDetector()
         self._lock = threading.Lock()
         self._force = "start"
+        self._bandwidth_jumps = 0
         self.plan_id = 0
         self.plan: Decision | None = None
         self.plan_changes = 0
@@ -176,12 +177,14 @@ class MonitorNode(Node):
         with self._lock:
             values = self.estimator.change_values()
             samples = self.estimator.link_state_fields()["samples"]
-            why = self._force
+            why = self._force or self._bandwidth_step(values)
             self._force = None
             if samples >= self.p["min_samples"]:
                 changed = self.detector.update(time.monotonic(), values)
                 if changed and not why:
                     why = "changed: " + ", ".join(changed)
+                elif why:
+                    self.detector.rebase(values)
             if not why:
                 return
             conditions = self._conditions()
@@ -189,6 +192,19 @@ class MonitorNode(Node):
         if self.plan is not None and _same_plan(self.plan, decision):
             return
         self._publish_plan(decision, why, conditions)
+
+    def _bandwidth_step(self, values: dict) -> str | None:
+        """The bandwidth estimator restarted from its last few samples (all several-fold off
+        the estimate): a step already debounced by those samples, so re-plan now, if it moves
+        the plan's transfer time past the change detector's fast tier (its floor keeps a
+        noisy fast link, where transfers take a fraction of a millisecond, from re-planning)."""
+        jumps = self.estimator.bandwidth.jumps
+        stepped, self._bandwidth_jumps = jumps > self._bandwidth_jumps, jumps
+        trigger = self.detector.triggers["transfer_ms"]
+        ref = self.detector.reference.get("transfer_ms", float("nan"))
+        if not stepped or not trigger.deviation(values["transfer_ms"], ref) > (trigger.fast_rel or trigger.rel):
+            return None
+        return f"bandwidth stepped to {self.estimator.bandwidth.value:.1f} Mbit/s"
 
     def _publish_plan(self, d: Decision, why: str, c: Conditions) -> None:
         self.plan_id += 1
