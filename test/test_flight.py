@@ -37,6 +37,10 @@ KIND = "forest"
 SEEDS = (1, 4, 6)               # forest courses with pillars on or near the straight line in the first 10 m
 FAULT_SEEDS = (1, 4)            # the link-fault flights: two of them (the CI budget), the ones offloading most
 GOAL_RADIUS = 10.0              # fly ~10 m: the goal counts as reached at x ~ 10
+#: the drone computes 4x slower than the profiled machine (a small onboard computer): the whole
+#: model then takes ~16 ms a frame against ~9 ms for SPINN's two-stage head, a latency
+#: difference the pooled median shows above the DDS noise; offloads stay well inside their budget
+SLOWDOWN = 4.0
 MAX_TIME = 30.0                 # simulated s from take-off; ~1 m/s -> 10-15 s when nothing blocks
 FLIGHT_TIMEOUT = 180            # wall s for one `spinn fly` (start-up + flight + teardown + outputs)
 REPLAY_WARMUP = 20
@@ -85,7 +89,7 @@ class Flights:
         out = self.root / f"{kind}-{seed}-{mode}-{trace}"
         argv = [sys.executable, "-m", "spinn_ros.mission", "--quiet", "--out", str(out), "--checkpoint", checkpoint(),
                 "--seed", str(seed), "--kind", kind, "--mode", mode, "--trace", trace, "--max-time", str(max_time),
-                "--slowdown", "1",      # this machine's full speed: the pinned split keeps offloads in budget
+                "--slowdown", str(SLOWDOWN),
                 "--set", f"sim.goal_radius={GOAL_RADIUS}", *extra, *EXTRA]
         before = fastdds_shm_files()
         proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=FLIGHT_TIMEOUT)

@@ -36,6 +36,9 @@ def run_node(factory: Callable[[], "rclpy.node.Node"], args: list[str] | None = 
             executor.spin()
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
+        except RuntimeError:
+            if node.context.ok():
+                raise           # a real failure; otherwise a message torn by the shutdown (SIGINT mid-take)
         finally:
             executor.shutdown()
         return 0
