@@ -13,6 +13,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core.calibration import PLAIN_NETWORK
+
 PACKAGE = "spinn_ros"
 
 
@@ -241,7 +243,6 @@ FLIGHT_GOAL = (20.0, 0.0)   # every generated course's goal (sim.world.CoursePar
 FLIGHT_GOAL_GAIN = 1.0      # yaw toward the goal when the way ahead is clear (controller.goal_gain)
 FLIGHT_GOAL_CONE = 1.05     # rad (60 deg): the drone never turns further than this away from the goal
 FLIGHT_SEARCH_YAW = 0.5     # rad/s: stopped with nothing to choose between, turn to look for a way
-PLAIN = float("inf")        # the baselines' threshold: the plain network, no exit head run but the final one
 
 
 def flight(course_seed: int = -1, course_kind: str = "", real_time_factor: float = 1.0, checkpoint: str = "",
@@ -271,8 +272,8 @@ def flight(course_seed: int = -1, course_kind: str = "", real_time_factor: float
     drone_params = {
         "spinn": {"split_point": FLIGHT_SPLIT, "exit_threshold": FLIGHT_THRESHOLD, "cloud.enabled": True,
                   "follow_plans": True, **zenoh},
-        "device-only": {"split_point": -1, "exit_threshold": PLAIN, "cloud.enabled": False, "follow_plans": False},
-        "cloud-only": {"split_point": 0, "exit_threshold": PLAIN, "cloud.enabled": True, "follow_plans": False, **zenoh},
+        "device-only": {"split_point": -1, "exit_threshold": PLAIN_NETWORK, "cloud.enabled": False, "follow_plans": False},
+        "cloud-only": {"split_point": 0, "exit_threshold": PLAIN_NETWORK, "cloud.enabled": True, "follow_plans": False, **zenoh},
     }[mode]
     if split_point != -2:
         drone_params["split_point"] = split_point

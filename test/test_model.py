@@ -4,13 +4,14 @@ import copy
 import pytest
 import torch
 
+from bench.bench_codec import run_tail
 from spinn_ros.core.model import SPECS, build_model, decode_exit
 
 torch.set_num_threads(1)
 
 
 def run_head(model, x, split):
-    """Stages [0, split) and the exits among them: what the drone runs."""
+    """Stages [0, split) and the exits among them: what the drone runs (the tail: bench_codec.run_tail)."""
     outs = []
     for stage in range(split):
         x = model.run_stage(stage, x)
@@ -18,17 +19,6 @@ def run_head(model, x, split):
         if e is not None:
             outs.append(model.run_exit(e, x))
     return x, outs
-
-
-def run_tail(model, x, split):
-    """Stages [split, N) and their exits: what the cloud runs on the head's activation."""
-    outs = []
-    for stage in range(split, model.num_stages):
-        x = model.run_stage(stage, x)
-        e = model.exit_index_at(stage)
-        if e is not None:
-            outs.append(model.run_exit(e, x))
-    return outs
 
 
 @pytest.fixture(scope="module", params=sorted(SPECS))

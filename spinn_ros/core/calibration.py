@@ -23,6 +23,11 @@ VERSION = 1
 POLICY = ("exits tried in order; a frame leaves at the first exit whose top-1 collision softmax >= threshold; "
           "the final exit always answers; a cloud tail applies the same threshold to its exits")
 
+#: the threshold of the plain network: no early exit, the intermediate exit heads not even
+#: run (a finite threshold above 1 runs them, but none can answer); defined here, torch-free,
+#: for the planner, the launch specs and the parameter checks as much as for the model
+PLAIN_NETWORK = math.inf
+
 #: dense near 1: a well-trained 2-way softmax is often very confident
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(
     [round(0.5 + 0.05 * i, 4) for i in range(8)]              # 0.50 .. 0.85

@@ -10,12 +10,12 @@ but none can answer).
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
 import torch
 
+from .calibration import PLAIN_NETWORK
 from .model import EarlyExitNet, decode_exit
 
 
@@ -59,10 +59,6 @@ def _row(exit_index: int, out, row: int) -> ExitDecision:
 
 def _decision(model: EarlyExitNet, exit_index: int, activation: torch.Tensor) -> ExitDecision:
     return _row(exit_index, decode_exit(model.run_exit(exit_index, activation)), 0)
-
-
-#: the threshold of the plain network: no early exit, intermediate exit heads skipped
-PLAIN_NETWORK = math.inf
 
 
 def _is_final_exit(model: EarlyExitNet, exit_index: int) -> bool:

@@ -14,13 +14,12 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .calibration import Calibration, provisional_accuracy
+from .calibration import PLAIN_NETWORK, Calibration, provisional_accuracy
 from .profiler import DEFAULT_ENCODING, ENCODINGS, Profile, ProfileError
 from .sla import SLA, Objective
 
 #: the threshold of the plain network: no early exit, intermediate exit heads not even run
-#: (progressive.PLAIN_NETWORK; repeated here so that planning needs no torch)
-NO_EXITS = math.inf
+NO_EXITS = PLAIN_NETWORK
 BOTTLENECKS = ("camera", "device", "link", "server")
 
 

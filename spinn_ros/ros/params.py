@@ -11,6 +11,8 @@ from typing import Any, Callable
 
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 
+from ..core.calibration import PLAIN_NETWORK
+
 Check = Callable[[Any], "str | None"]  # returns what is wrong, or None
 
 
@@ -42,7 +44,7 @@ def in_range(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False)
 
 def threshold_or_plain(v) -> str | None:
     """An exit threshold: (0, 1], or infinity for the plain network (no early exit)."""
-    if v == float("inf"):
+    if v == PLAIN_NETWORK:
         return None
     msg = in_range(0.0, 1.0, lo_open=True)(v)
     return msg and f"{msg}, or .inf (the plain network: no early exit)"

@@ -41,8 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_checkpoint_data_args(ap, "calib", "split to calibrate on (never the test split)")
     ap.add_argument("--out", type=Path, default=None, help="output file (default: beside the checkpoint)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quiet", action="store_true")
     return ap
 
 

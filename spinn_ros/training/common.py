@@ -18,6 +18,8 @@ def add_checkpoint_data_args(ap, split: str, split_help: str | None = None) -> N
     ap.add_argument("--checkpoint", type=Path, default=default_checkpoint_path(), help="model checkpoint")
     ap.add_argument("--data", type=Path, default=Path("data"), help="dataset folder (or a .npz file)")
     ap.add_argument("--split", default=split, help=split_help)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quiet", action="store_true")
 
 
 def split_path(data: Path, split: str) -> Path:

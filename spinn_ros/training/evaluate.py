@@ -162,8 +162,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_checkpoint_data_args(ap, "test")
     ap.add_argument("--plot", type=Path, default=Path("runs/eval/report.png"), help="plot output")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure as JSON here")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quiet", action="store_true")
     return ap
 
 
