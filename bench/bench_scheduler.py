@@ -22,7 +22,7 @@ from spinn_ros.core.calibration import Calibration, build_calibration, load_cali
 from spinn_ros.core.model import build_model
 from spinn_ros.core.profiler import load_profile, synthetic_profile
 from spinn_ros.core.scheduler import STRATEGIES, Conditions, PerformanceModel, Scheduler
-from spinn_ros.core.sla import DEFAULT_SLA_PATH, load_sla
+from spinn_ros.core.sla import default_sla_path, load_sla
 
 CONDITIONS = {
     "fast (100 Mbit/s, 10 ms)": Conditions(bandwidth_mbps=100.0, rtt_ms=10.0),
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", help="device profile (with --cloud and --calibration: real inputs)")
     ap.add_argument("--cloud")
     ap.add_argument("--calibration")
-    ap.add_argument("--sla", default=str(DEFAULT_SLA_PATH))
+    ap.add_argument("--sla", default=str(default_sla_path()))
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--device-gmacs", type=float, default=0.5, help="synthetic drone speed, GMAC/s (one slow core)")
     ap.add_argument("--cloud-gmacs", type=float, default=100.0, help="synthetic cloud speed, GMAC/s")

@@ -63,7 +63,7 @@ from spinn_ros.core.checkpoint import calibration_path, default_checkpoint_path 
 from spinn_ros.core.model_ref import load_model  # noqa: E402
 from spinn_ros.core.profiler import find_profile  # noqa: E402
 from spinn_ros.core.scheduler import STRATEGIES  # noqa: E402
-from spinn_ros.core.sla import DEFAULT_SLA_PATH, OBJECTIVES, load_sla  # noqa: E402
+from spinn_ros.core.sla import OBJECTIVES, default_sla_path, load_sla  # noqa: E402
 from spinn_ros.linkemu import EmulatedLink, LinkEmuUnavailable, Trace, pid_prefix, require_root  # noqa: E402
 from spinn_ros.mission import DEFAULT_SLOWDOWN  # noqa: E402
 
@@ -785,7 +785,7 @@ def parse_args(argv=None):
     ap.add_argument("--trace-strategies", nargs="+", choices=list(STRATEGIES))
     ap.add_argument("--checkpoint", default="default", help="model for drone, cloud and monitor")
     ap.add_argument("--profiles-dir", default=str(REPO / "profiles"))
-    ap.add_argument("--sla", default="", help=f"SLA file (default {DEFAULT_SLA_PATH.relative_to(REPO)})")
+    ap.add_argument("--sla", default="", help=f"SLA file (default {default_sla_path().relative_to(REPO)})")
     ap.add_argument("--name", default="spinn_sweep", help="results file stem")
     opts = ap.parse_args(argv)
     opts.bandwidths = tuple(opts.bandwidths or (QUICK_BANDWIDTHS if opts.quick else BANDWIDTHS))
@@ -833,7 +833,7 @@ def main(argv=None) -> int:
         return 2
     started = time.monotonic()
     model, profiles_dir, model_files = resolve_model(opts)
-    sla = load_sla(opts.sla or DEFAULT_SLA_PATH)
+    sla = load_sla(opts.sla or None)
     frames = load_frames(opts.frames)
     speed = [host_speed(model, frames, model_files["device_profile"])]
     groups = sweep_groups(opts.bandwidths, opts.rtts)

@@ -63,7 +63,7 @@ python_deps() {
 }
 
 interfaces() {
-  local want; want=$(digest msg/*.msg CMakeLists.txt package.xml)
+  local want; want=$(digest msg/*.msg CMakeLists.txt cmake/*.cmake package.xml)
   [[ -f $STAMPS/interfaces && $(cat "$STAMPS/interfaces") == "$want" ]] \
     && "$VENV/bin/python" -c 'import spinn_ros.msg' 2>/dev/null && { log "interfaces up to date"; return; }
   log "building the spinn_ros interfaces (rosidl, cmake)"
@@ -79,11 +79,41 @@ interfaces() {
   echo "$want" >"$STAMPS/interfaces"
 }
 
+ros2_cli() {
+  # `ros2 launch`, launch_testing and colcon: the ROS user's path, tested for real. No
+  # registry has launch/launch_ros/ros2cli, so they come as upstream wheels from
+  # ../shared/ros2-cli (its README), with composition_interfaces built like our msgs.
+  local kit=$ROOT/../shared/ros2-cli
+  if [[ ! -d $kit/wheels ]]; then
+    log "note: $kit not found: no ros2 CLI / launch / colcon here (their tests will skip)"
+    return
+  fi
+  local want; want=$( (ls "$kit"/wheels; cat requirements-ros2cli.txt cmake/*.cmake) | sha256sum | cut -c1-16)
+  [[ -f $STAMPS/ros2cli && $(cat "$STAMPS/ros2cli") == "$want" ]] && { log "ros2 CLI, launch and colcon up to date"; return; }
+  log "installing the ros2 CLI, launch, launch_testing (../shared/ros2-cli) and colcon"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements-ros2cli.txt 2> >(grep -v 'is ignored: it is neither' >&2)
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps "$kit"/wheels/*.whl 2> >(grep -v 'is ignored: it is neither' >&2)
+  # composition_interfaces (launch_ros imports it): its upstream CMakeLists plus our
+  # fix for the wheels' include paths, built and installed into the venv
+  local src=$ROOT/build/composition_interfaces-src bld=$ROOT/build/composition_interfaces
+  rm -rf "$src" && cp -r "$kit/src/composition_interfaces" "$src" && chmod -R u+w "$src"
+  printf '\ninclude(%s)\n' "$ROOT/cmake/strip_wheel_includes.cmake" >>"$src/CMakeLists.txt"
+  AMENT_PREFIX_PATH=$VENV cmake -S "$src" -B "$bld" -DBUILD_TESTING=OFF -DCMAKE_PREFIX_PATH="$VENV" \
+    -DCMAKE_INSTALL_PREFIX="$VENV" -DPython3_EXECUTABLE="$VENV/bin/python" >"$bld.log" 2>&1 \
+    && AMENT_PREFIX_PATH=$VENV cmake --build "$bld" -j"$(nproc)" >>"$bld.log" 2>&1 \
+    && cmake --install "$bld" >>"$bld.log" 2>&1 \
+    || { tail -30 "$bld.log"; die "composition_interfaces build failed (full log: $bld.log)"; }
+  echo "$want" >"$STAMPS/ros2cli"
+}
+
 link_sources() {
-  # The checkout's spinn_ros/ goes first on sys.path (the generated spinn_ros.msg is
-  # found through the package's extend_path), and `spinn` becomes a command.
+  # The checkout's spinn_ros/ goes on sys.path just before the venv's site-packages (the
+  # generated spinn_ros.msg there is found through the package's extend_path), after
+  # PYTHONPATH: a sourced colcon install space wins, as any ROS overlay does. And `spinn`
+  # becomes a command.
   local site; site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  printf 'import sys; sys.path.insert(0, %s)\n' "'$ROOT'" >"$site/spinn_ros_checkout.pth"
+  printf 'import sys; sys.path.insert(sys.path.index(%s) if %s in sys.path else 0, %s)\n' \
+    "'$site'" "'$site'" "'$ROOT'" >"$site/spinn_ros_checkout.pth"
   cp bin/spinn "$VENV/bin/spinn" && sed -i "1s|.*|#!$VENV/bin/python|" "$VENV/bin/spinn"
 }
 
@@ -98,6 +128,7 @@ fi
 mkdir -p "$STAMPS"
 python_deps
 interfaces
+ros2_cli
 link_sources
 "$VENV/bin/python" -c 'import rclpy, torch, zenoh, spinn_ros.msg' || die "the environment does not import (rclpy, torch, zenoh, spinn_ros.msg)"
 log "ready: $VENV"

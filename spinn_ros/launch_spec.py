@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.calibration import PLAIN_NETWORK
+from .core.resources import config_dir
 
 PACKAGE = "spinn_ros"
 
@@ -63,20 +65,19 @@ def _yaml_scalar(v) -> str:
     return str(v)
 
 
-def config_dir() -> Path:
-    """The installed share/spinn_ros/config when ROS knows the package, else the checkout's."""
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+#: the FastDDS variables that select a profiles file (FastDDS 3 reads the first, 2.x the second)
+DDS_PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 
-        try:
-            shared = Path(get_package_share_directory(PACKAGE)) / "config"
-            if shared.is_dir():
-                return shared
-        except (PackageNotFoundError, OSError):  # OSError: no AMENT_PREFIX_PATH (not a ROS shell)
-            pass
-    except ImportError:
-        pass
-    return Path(__file__).resolve().parent.parent / "config"
+
+def transport_environment(environ=None) -> dict[str, str]:
+    """Environment for every process a launch starts: the package's FastDDS transports
+    (config/fastdds.xml: a shared-memory segment large enough for camera images), unless
+    the user already chose a profiles file."""
+    environ = os.environ if environ is None else environ
+    if any(environ.get(v) for v in DDS_PROFILE_VARIABLES):
+        return {}
+    path = str(config_dir() / "fastdds.xml")
+    return dict.fromkeys(DDS_PROFILE_VARIABLES, path)
 
 
 def find_params_file(node: str, override: str | None = None) -> str:
@@ -216,7 +217,7 @@ def _typed(text: str, default, name: str):
 
 def launch_description(system: str):
     """A launch_ros LaunchDescription for ``ros2 launch`` (imports launch only here)."""
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
 
@@ -231,7 +232,8 @@ def launch_description(system: str):
                 for s in specs_from_strings(system, values)]
 
     declared = [DeclareLaunchArgument(name, default_value=default, description=text) for name, default, text in args]
-    return LaunchDescription([*declared, OpaqueFunction(function=nodes)])
+    transport = [SetEnvironmentVariable(name, value) for name, value in transport_environment().items()]
+    return LaunchDescription([*declared, *transport, OpaqueFunction(function=nodes)])
 
 
 # -- flight (the closed-loop flight; see spinn_ros/mission.py, docs/flight.md) ---------------

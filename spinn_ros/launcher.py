@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    group = ProcessGroup(specs)
+    group = ProcessGroup(specs, env=launch_spec.transport_environment())
     try:
         while not stop.is_set() and any(p.poll() is None for p in group.procs):
             bad = group.failed()

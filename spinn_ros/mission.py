@@ -526,6 +526,7 @@ class Flight:
 
     # -- the episode
     def run(self) -> FlightLog:
+        from . import launch_spec
         from .ros.harness import domain_id_for_run
 
         o = self.opts
@@ -533,7 +534,8 @@ class Flight:
         domain = domain_id_for_run()
         self.domain = domain
         self.env = {"ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-                    "PYTHONUNBUFFERED": "1", "RCUTILS_LOGGING_BUFFERED_STREAM": "0"}
+                    "PYTHONUNBUFFERED": "1", "RCUTILS_LOGGING_BUFFERED_STREAM": "0",
+                    **launch_spec.transport_environment()}
         os.environ.update(self.env)
         try:
             if self.trace is not None:

@@ -143,17 +143,24 @@ def test_busy_node_drops_older_frames_for_the_newest(ros):
 
 
 @pytest.mark.parametrize("overrides, needle", [
-    ({"exit_threshold": 1.5}, "parameter 'exit_threshold'=1.5 is invalid: must be in (0.0, 1.0]"),
+    ({"exit_threshold": 1.5}, "parameter 'exit_threshold'=1.5 is invalid: must be a number in (0.0, 1.0]"),
     ({"exit_threshold": 0.0}, "parameter 'exit_threshold'=0.0 is invalid"),
     ({"split_point": 99}, "parameter 'split_point'=99 is invalid: must be -1 or in [0, 7]"),
     ({"checkpoint": "/nonexistent/model.pt"}, "parameter 'checkpoint'='/nonexistent/model.pt'"),
     ({"checkpoint": "random:tiny:0"}, "expected random:<"),
     ({"controller.timeout_s": -1.0}, "parameter 'controller.timeout_s'=-1.0 is invalid"),
+    # wrong types: rcl drops these silently beside a params file, or rclpy raises without naming what is allowed
+    ({"split_point": "abc"}, "parameter 'split_point' must be of type integer (a number in [-1, 255]), got 'abc'"),
+    ({"split_point": 2.5}, "parameter 'split_point' must be of type integer (a number in [-1, 255]), got 2.5"),
+    ({"split_point": True}, "parameter 'split_point' must be of type integer (a number in [-1, 255]), got True"),
+    ({"exit_threshold": "abc"}, "parameter 'exit_threshold' must be of type double (a number in (0.0, 1.0]"),
+    ({"cloud.enabled": 3}, "parameter 'cloud.enabled' must be of type bool, got 3"),
 ])
 def test_invalid_parameters_fail_fast(ros, overrides, needle):
     code, output = ros.run_to_exit(drone_spec(**overrides), timeout=60)
     assert code == 2, output
     assert needle in output, output
+    assert output.count("[FATAL]") == 1 and "Traceback" not in output, f"one FATAL line, no traceback:\n{output}"
 
 
 def test_parameter_changes_are_validated(ros):
@@ -170,8 +177,49 @@ def test_parameter_changes_are_validated(ros):
     assert not bad.successful and "exit_threshold" in bad.reason and "(0.0, 1.0]" in bad.reason
     bad = set_params(split_point=42)
     assert not bad.successful and "[0, 7]" in bad.reason
+    bad = set_params(split_point=2.5)                 # wrong type: named, with what is allowed
+    assert not bad.successful and "'split_point' must be of type integer (a number in [-1, 255])" in bad.reason
+    bad = set_params(exit_threshold="high")
+    assert not bad.successful and "'exit_threshold' must be of type double" in bad.reason
     ok = set_params(exit_threshold=0.6)
     assert ok.successful
     fut = client.get_parameters(["exit_threshold"])
     wait_until(fut.done, 10, "get_parameters reply")
     assert fut.result().values[0].double_value == pytest.approx(0.6)
+
+
+def test_parameter_ranges_are_in_the_descriptors(ros):
+    """What ``ros2 param describe`` shows: the allowed values in the description, ranges typed."""
+    ros.start(drone_spec())
+    client = AsyncParameterClient(ros.node, "spinn_drone")
+    assert client.wait_for_services(timeout_sec=20)
+    fut = client.describe_parameters(["cloud.deadline_ms", "cloud.max_in_flight", "exit_threshold"])
+    wait_until(fut.done, 10, "describe_parameters reply")
+    deadline, in_flight, threshold = fut.result().descriptors
+    assert [(r.from_value, r.to_value) for r in deadline.floating_point_range] == [(1.0, 10000.0)]
+    assert [(r.from_value, r.to_value) for r in in_flight.integer_range] == [(1, 64)]
+    assert "allowed: a number in [1, 64]" in in_flight.description
+    assert ".inf (the plain network" in threshold.description
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8"])
+def test_camera_sized_frames_reach_the_node_with_sensor_qos(ros, encoding):
+    """Real camera sizes over DDS with sensor-data QoS (best effort): with FastDDS's default
+    0.5 MB shared-memory segment these never arrive; the package's transport config
+    (config/fastdds.xml, applied to every process as the launch files do) delivers them."""
+    model, _ = load_model(MODEL)
+    ros.start(drone_spec(exit_threshold=0.5))
+    io = DroneIO(ros, CAMERA)
+    io.prime()
+    sizes = [(480, 640), (720, 1280), (1080, 1920)]
+    for i, size in enumerate(sizes):
+        rgb = synthetic_frames(1, seed=20 + i, size=size)[0]
+        frame = as_encoding(rgb, encoding)
+        io.pub.publish(image_msg(frame, encoding, stamp_s=2000 + i))
+        # one at a time: each frame must arrive by itself, never be replaced by a newer one
+        wait_until(lambda: any(r.header.stamp.sec == 2000 + i for r in io.results.msgs), 30,
+                   f"the result for the {size[1]}x{size[0]} frame")
+        answers = [r for r in io.results.msgs if r.header.stamp.sec == 2000 + i]
+        ref = reference_decision(model, to_model_input(frame, model.spec.input_size, encoding), 0.5)
+        assert len(answers) == 1 and answers[0].exit_index == ref.exit_index
+        assert answers[0].collision_probability == pytest.approx(ref.collision_prob, abs=1e-5)

@@ -22,7 +22,7 @@ from spinn_ros.core.checkpoint import calibration_path, default_checkpoint_path
 from spinn_ros.core.model_ref import load_model
 from spinn_ros.core.profiler import find_profile, load_profile
 from spinn_ros.core.scheduler import Conditions, PerformanceModel, Scheduler
-from spinn_ros.core.sla import DEFAULT_SLA_PATH, load_sla
+from spinn_ros.core.sla import load_sla
 from spinn_ros.linkemu import EmulatedLink, pid_prefix, require_root
 from spinn_ros.msg import InferenceResult, SplitPlan
 from spinn_ros.ros import qos
@@ -53,7 +53,7 @@ def planner():
     cal = load_calibration(calibration_path(default_checkpoint_path()), model_id)
     device = load_profile(find_profile(model_id, "device"), model_id, "device")
     cloud = load_profile(find_profile(model_id, "cloud"), model_id, "cloud")
-    return Scheduler(PerformanceModel(device, cloud, cal), load_sla(DEFAULT_SLA_PATH))
+    return Scheduler(PerformanceModel(device, cloud, cal), load_sla())
 
 
 @pytest.fixture

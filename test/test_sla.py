@@ -3,12 +3,12 @@ from pathlib import Path
 
 import pytest
 
-from spinn_ros.core.sla import DEFAULT_SLA_PATH, OBJECTIVES, SLAError, load_sla, parse_sla
+from spinn_ros.core.sla import OBJECTIVES, SLAError, default_sla_path, load_sla, parse_sla
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("path", [DEFAULT_SLA_PATH, *sorted((ROOT / "config" / "sla").glob("*.yaml"))])
+@pytest.mark.parametrize("path", [default_sla_path(), *sorted((ROOT / "config" / "sla").glob("*.yaml"))])
 def test_shipped_slas_load(path):
     sla = load_sla(path)
     assert sla.objectives and all(o.name in OBJECTIVES for o in sla.objectives)

@@ -34,7 +34,6 @@ FORMAT = "spinn-profile"
 VERSION = 1
 ROLES = ("device", "cloud")
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
-PROFILES_DIR = Path("profiles")
 REFERENCE_HOST = "reference"          # host name of the committed default profiles
 STATS = ("median", "p90", "mean")
 #: wire encodings, named as the drone's ``cloud.encoding`` parameter
@@ -61,11 +60,18 @@ def host_name() -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "_", platform.node() or "unknown")
 
 
-def default_profile_path(model_id: str, role: str, host: str | None = None, root=PROFILES_DIR) -> Path:
-    return Path(root) / f"{model_id}-{host or host_name()}-{role}.json"
+def profiles_root(root=None) -> Path:
+    """``root``, or the package's profiles/ (checkout or installed share directory)."""
+    from .resources import profiles_dir
+
+    return Path(root) if root else profiles_dir()
 
 
-def find_profile(model_id: str, role: str, host: str | None = None, root=PROFILES_DIR) -> Path:
+def default_profile_path(model_id: str, role: str, host: str | None = None, root=None) -> Path:
+    return profiles_root(root) / f"{model_id}-{host or host_name()}-{role}.json"
+
+
+def find_profile(model_id: str, role: str, host: str | None = None, root=None) -> Path:
     """This host's profile, else the committed reference one; ProfileNotFound names both."""
     tried = [default_profile_path(model_id, role, h, root) for h in (host, REFERENCE_HOST)]
     for path in tried:
@@ -529,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--calibration", type=Path, default=None, help="calibration file (default: beside the checkpoint)")
     ap.add_argument("--host", default=host_name(), help=f"host name in the file name ('{REFERENCE_HOST}' for the "
                     "committed default)")
-    ap.add_argument("--out-dir", type=Path, default=PROFILES_DIR, help="where profiles go")
+    ap.add_argument("--out-dir", type=Path, default=None, help="where profiles go (default: the package's profiles/)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     ap.add_argument("--worker", choices=ROLES, help=argparse.SUPPRESS)      # internal: measure in this process
     ap.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)

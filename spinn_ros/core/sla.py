@@ -31,7 +31,13 @@ import yaml
 
 VERSION = 1
 DEFAULT_PERCENTILE = 95.0
-DEFAULT_SLA_PATH = Path(__file__).resolve().parents[2] / "config" / "sla.yaml"
+
+
+def default_sla_path() -> Path:
+    """The package's config/sla.yaml (checkout or installed share directory)."""
+    from .resources import config_file
+
+    return config_file("sla.yaml")
 
 
 @dataclass(frozen=True)
@@ -210,8 +216,9 @@ def parse_sla(data, source: str = "<memory>") -> SLA:
     return SLA(name, bounds, _objectives(r, top["objectives"]), percentile, source)
 
 
-def load_sla(path=DEFAULT_SLA_PATH) -> SLA:
-    path = Path(path)
+def load_sla(path=None) -> SLA:
+    """Read and validate an SLA file (default: the package's config/sla.yaml)."""
+    path = Path(path) if path else default_sla_path()
     if not path.is_file():
         raise SLAError(f"SLA {path}: no such file")
     try:

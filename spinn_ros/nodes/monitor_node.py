@@ -27,7 +27,7 @@ from ..core.estimators import ChangeDetector, LinkEstimator
 from ..core.model_ref import is_random_ref, load_model
 from ..core.profiler import find_profile, load_profile
 from ..core.scheduler import STRATEGIES, Conditions, Decision, PerformanceModel, Scheduler
-from ..core.sla import DEFAULT_SLA_PATH, load_sla
+from ..core.sla import load_sla
 from ..ros import diagnostics as diag
 from ..ros import qos
 from ..ros.node_main import run_node
@@ -38,10 +38,11 @@ PARAMS = [
     Param("checkpoint", "default", "the drone's model ('default', a path); plans carry its id", non_empty,
           read_only=True),
     Param("calibration", "", "calibration file (default: the one beside the checkpoint)", read_only=True),
-    Param("sla", "", f"SLA file (default: {DEFAULT_SLA_PATH.name} of the package)", read_only=True),
+    Param("sla", "", "SLA file (default: the package's config/sla.yaml)", read_only=True),
     Param("strategy", "spinn", "planner: spinn or a baseline (" + ", ".join(STRATEGIES) + ")",
           one_of(*STRATEGIES), read_only=True),
-    Param("profiles_dir", "profiles", "where the device and cloud profiles are", read_only=True),
+    Param("profiles_dir", "", "where the device and cloud profiles are (default: the package's profiles/)",
+          read_only=True),
     Param("device_profile", "", "device profile file (default: found in profiles_dir for this host)",
           read_only=True),
     Param("cloud_profile", "", "cloud profile file (default: found in profiles_dir)", read_only=True),
@@ -65,10 +66,6 @@ PARAMS = [
           read_only=True),
     *zenoh_params(connect="tcp/127.0.0.1:7447"),
 ]
-
-
-def _resolve(path: str, default: Path) -> Path:
-    return Path(path) if path else default
 
 
 class MonitorNode(Node):
@@ -110,12 +107,12 @@ class MonitorNode(Node):
             model, model_id = load_model(ref)
             cal_file = p["calibration"] or calibration_path(_checkpoint_file(ref))
             calibration = load_calibration(cal_file, model_id)
-            profiles = Path(p["profiles_dir"])
+            profiles = p["profiles_dir"] or None
             device = load_profile(p["device_profile"] or find_profile(model_id, "device", root=profiles),
                                   model_id, "device")
             cloud = load_profile(p["cloud_profile"] or find_profile(model_id, "cloud", root=profiles),
                                  model_id, "cloud")
-            sla = load_sla(_resolve(p["sla"], DEFAULT_SLA_PATH))
+            sla = load_sla(p["sla"] or None)
         except (OSError, ValueError) as exc:
             raise ParameterError(f"monitor set-up: {exc}") from exc
         del model

@@ -14,7 +14,7 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from spinn_ros.launch_spec import NodeSpec
+from spinn_ros.launch_spec import NodeSpec, transport_environment
 from spinn_ros.launcher import ChildProcess, NodeProcess
 
 SHM = Path("/dev/shm")
@@ -101,6 +101,7 @@ class RosHarness:
             "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
             "PYTHONUNBUFFERED": "1",
             "RCUTILS_LOGGING_BUFFERED_STREAM": "0",
+            **transport_environment(),          # as the launch files run the nodes
         }
         os.environ.update(self.env)
         self.context = Context()
