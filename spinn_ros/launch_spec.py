@@ -65,8 +65,10 @@ def _yaml_scalar(v) -> str:
     return str(v)
 
 
-#: the FastDDS variables that select a profiles file (FastDDS 3 reads the first, 2.x the second)
+#: the FastDDS variables that select a profiles file: Fast DDS 3 (Kilted on) reads the first and
+#: warns about the second, which is what Fast DDS 2 (Humble, Jazzy) reads
 DDS_PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+FAST_DDS_2_DISTROS = ("humble", "iron", "jazzy")
 
 
 def transport_environment(environ=None) -> dict[str, str]:
@@ -77,7 +79,8 @@ def transport_environment(environ=None) -> dict[str, str]:
     if any(environ.get(v) for v in DDS_PROFILE_VARIABLES):
         return {}
     path = str(config_dir() / "fastdds.xml")
-    return dict.fromkeys(DDS_PROFILE_VARIABLES, path)
+    fast_dds_2 = environ.get("ROS_DISTRO", "") in FAST_DDS_2_DISTROS
+    return dict.fromkeys(DDS_PROFILE_VARIABLES if fast_dds_2 else DDS_PROFILE_VARIABLES[:1], path)
 
 
 def find_params_file(node: str, override: str | None = None) -> str:

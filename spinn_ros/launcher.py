@@ -26,13 +26,15 @@ from .launch_spec import NodeSpec
 class ChildProcess:
     """A child process in its own process group, its output collected line by line."""
 
-    def __init__(self, name: str, argv: list[str], env: dict | None = None, sink: Callable[[str], None] | None = None):
+    def __init__(self, name: str, argv: list[str], env: dict | None = None, sink: Callable[[str], None] | None = None,
+                 cwd: str | None = None):
         self.name = name
         self.lines: list[str] = []
         self._sink = sink
         self.proc = subprocess.Popen(
             argv, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, bufsize=1, start_new_session=True)
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, bufsize=1, start_new_session=True,
+            cwd=cwd)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 

@@ -217,7 +217,7 @@ def test_camera_sized_frames_reach_the_node_with_sensor_qos(ros, encoding):
         frame = as_encoding(rgb, encoding)
         io.pub.publish(image_msg(frame, encoding, stamp_s=2000 + i))
         # one at a time: each frame must arrive by itself, never be replaced by a newer one
-        wait_until(lambda: any(r.header.stamp.sec == 2000 + i for r in io.results.msgs), 30,
+        wait_until(lambda stamp=2000 + i: any(r.header.stamp.sec == stamp for r in io.results.msgs), 30,
                    f"the result for the {size[1]}x{size[0]} frame")
         answers = [r for r in io.results.msgs if r.header.stamp.sec == 2000 + i]
         ref = reference_decision(model, to_model_input(frame, model.spec.input_size, encoding), 0.5)
