@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fly": ("spinn_ros.mission", "fly one simulated course closed-loop: progress, summary, plot, recording"),
     "demo": ("spinn_ros.demo", "simulated camera frames through the drone node, printing its decisions"),
     "launch": ("spinn_ros.launcher", "bring up nodes from a launch spec without ros2 launch"),
+    "export-world": ("spinn_ros.sim.sdf", "write a seeded course as a Gazebo (gz-sim) SDF world"),
 }
 
 

@@ -218,8 +218,9 @@ def _typed(text: str, default, name: str):
     return text or default
 
 
-def launch_description(system: str):
-    """A launch_ros LaunchDescription for ``ros2 launch`` (imports launch only here)."""
+def launch_description(system: str, extra_actions=None):
+    """A launch_ros LaunchDescription for ``ros2 launch`` (imports launch only here).
+    ``extra_actions(values)``: more actions from the textual launch arguments (e.g. Gazebo)."""
     from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
@@ -230,9 +231,10 @@ def launch_description(system: str):
 
     def nodes(context):
         values = {name: LaunchConfiguration(name).perform(context) for name, _, _ in args}
-        return [Node(package=PACKAGE, executable=s.executable, name=s.name, namespace=s.namespace,
-                     parameters=[*s.params_files, s.params], remappings=list(s.remappings), output="screen")
-                for s in specs_from_strings(system, values)]
+        return [*(extra_actions(values) if extra_actions else []),
+                *(Node(package=PACKAGE, executable=s.executable, name=s.name, namespace=s.namespace,
+                       parameters=[*s.params_files, s.params], remappings=list(s.remappings), output="screen")
+                  for s in specs_from_strings(system, values))]
 
     declared = [DeclareLaunchArgument(name, default_value=default, description=text) for name, default, text in args]
     transport = [SetEnvironmentVariable(name, value) for name, value in transport_environment().items()]
@@ -319,3 +321,38 @@ ARGUMENT_HELP.update({
     "sla": "SLA file for the monitor's planner (default: the monitor's own, config/sla.yaml)",
 })
 # -- end flight -----------------------------------------------------------------------------
+
+
+# -- Gazebo flight (launch/gz_flight.launch.py; the world from spinn export-world) ----------
+def gz_flight(course_seed: int = 0, course_kind: str = "forest", checkpoint: str = "", mode: str = "spinn",
+              split_point: int = -2, exit_threshold: float = -1.0, cloud_endpoint: str = "tcp/127.0.0.1:7447",
+              sla: str = "", with_monitor: bool = True, overrides: dict | None = None) -> list[NodeSpec]:
+    """The flight's ROS nodes (drone, cloud, monitor) for a gz-sim world of the same seeded course:
+    everything :func:`flight` starts except its simulator, whose topics gz and ros_gz_bridge
+    (config/gz_bridge.yaml) provide under the same names. ``course_seed`` and ``course_kind``
+    choose the world the launch file writes and starts."""
+    specs = flight(course_seed=course_seed, course_kind=course_kind, checkpoint=checkpoint, mode=mode,
+                   split_point=split_point, exit_threshold=exit_threshold, cloud_endpoint=cloud_endpoint, sla=sla,
+                   with_monitor=with_monitor, overrides=overrides)
+    return [s for s in specs if s.executable != "sim_node"]
+
+
+def gz_world_actions(values: dict[str, str]) -> list:
+    """gz sim on the course's world (written now into a temporary folder) and the bridge."""
+    import tempfile
+
+    from launch.actions import ExecuteProcess
+    from launch_ros.actions import Node
+
+    from .sim.sdf import write_world
+
+    seed, kind = int(values["course_seed"]), values["course_kind"]
+    world = Path(tempfile.mkdtemp(prefix="spinn_gz_")) / f"spinn_{kind}_{seed}.sdf"
+    write_world(world, seed, kind)
+    return [ExecuteProcess(cmd=["gz", "sim", "-r", str(world)], output="screen"),
+            Node(package="ros_gz_bridge", executable="parameter_bridge", name="spinn_gz_bridge", output="screen",
+                 parameters=[{"config_file": str(config_dir() / "gz_bridge.yaml"), "use_sim_time": True}])]
+
+
+SYSTEMS["gz_flight"] = gz_flight
+# -- end Gazebo flight -----------------------------------------------------------------------

@@ -114,7 +114,7 @@ def test_install_space_has_the_code_and_its_resources(installed):
     assert list((share / "profiles").glob("*-reference-device.json")), "profiles/ is installed"
 
 
-@pytest.mark.parametrize("system", ["drone", "cloud", "monitor", "sim", "flight"])
+@pytest.mark.parametrize("system", ["drone", "cloud", "monitor", "sim", "flight", "gz_flight"])
 def test_show_args_lists_every_argument_with_its_description(installed, system):
     out = run(installed, ["ros2", "launch", "spinn_ros", f"{system}.launch.py", "--show-args"])
     for name, _default, help_text in launch_spec.launch_arguments(system):
