@@ -41,12 +41,21 @@ from spinn_ros.ros.images import fill_image  # noqa: E402
 CAMERA = "/bench/camera"
 
 
-def frames(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
+def camera_size(text: str) -> tuple[int, int]:
+    """'640x480' (width x height) or '128' (square) -> (height, width)."""
+    w, _, h = text.partition("x")
+    try:
+        return int(h or w), int(w)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"camera size must be WIDTHxHEIGHT or N, got {text!r}") from None
+
+
+def frames(n: int, size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(n)]
 
 
-def bare_model_ms(ref: str, size: int, n: int = 100) -> dict:
+def bare_model_ms(ref: str, size: tuple[int, int], n: int = 100) -> dict:
     """The model alone in this process: conversion excluded, same policy as the node."""
     torch.set_num_threads(1)
     model, _ = load_model(ref)
@@ -59,7 +68,7 @@ def bare_model_ms(ref: str, size: int, n: int = 100) -> dict:
     return summary_ms(times[10:])
 
 
-def measure(ros: RosHarness, ref: str, size: int, n: int, rate: float) -> dict:
+def measure(ros: RosHarness, ref: str, size: tuple[int, int], n: int, rate: float) -> dict:
     spec = launch_spec.drone(camera_topic=CAMERA, overrides={"checkpoint": ref})[0]
     proc = ros.start(spec)
     sent: dict[int, int] = {}
@@ -107,17 +116,18 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--rate", type=float, default=20.0, help="frames per second")
     ap.add_argument("--checkpoint", default="default", help="model reference (default: the shipped model)")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
+    ap.add_argument("--sizes", type=camera_size, nargs="+", default=[(128, 128), (224, 224), (480, 640)],
+                    help="camera sizes, WIDTHxHEIGHT or N (square); default 128 224 640x480")
     opts = ap.parse_args(argv)
     ros = RosHarness(domain_id_for_run())
     rows = []
     try:
         for size in opts.sizes:
-            print(f"camera {size}x{size}: {opts.frames} frames at {opts.rate} Hz ...", flush=True)
+            print(f"camera {size[1]}x{size[0]}: {opts.frames} frames at {opts.rate} Hz ...", flush=True)
             m = measure(ros, opts.checkpoint, size, opts.frames, opts.rate)
             bare = bare_model_ms(opts.checkpoint, size)
             rows.append({
-                "camera": f"{size}x{size}", "bare_model_p50_ms": bare["median_ms"],
+                "camera": f"{size[1]}x{size[0]}", "bare_model_p50_ms": bare["median_ms"],
                 "node_model_p50_ms": m["device"]["median_ms"], "e2e_p50_ms": m["e2e"]["median_ms"],
                 "e2e_p99_ms": m["e2e"]["p99_ms"], "overhead_p50_ms": m["overhead"]["median_ms"],
                 "overhead_p99_ms": m["overhead"]["p99_ms"], "in_node_p50_ms": m["in_node"]["median_ms"],

@@ -70,7 +70,7 @@ def test_pybullet_loads_the_simulators_obstacles_from_the_sdf(worlds, seed, kind
         np.testing.assert_allclose(box, ref_box, atol=tol, err_msg=f"{name}: size")
         assert math.isclose(math.cos(yaw - ref_yaw), 1.0, abs_tol=1e-6), f"{name}: yaw {yaw} vs {ref_yaw}"
     assert "X3" in loaded and "ground_plane" in loaded
-    np.testing.assert_allclose(client.getBasePositionAndOrientation(loaded["X3"])[0][:2], course.start[:2], atol=1e-6)
+    np.testing.assert_allclose(client.getBasePositionAndOrientation(loaded["X3"])[0], course.start, atol=1e-6)
 
 
 def test_camera_has_the_simulators_intrinsics_and_mount(worlds):

@@ -184,7 +184,7 @@ def course_sdf(course: Course, camera: CameraSpec = DRONE_CAMERA, camera_hz: int
         <visual name="visual"><geometry><plane><normal>0 0 1</normal><size>100 100</size></plane></geometry>
           {_color((0.55, 0.55, 0.55, 1.0))}</visual>
       </link>
-    </model>{obstacles}{drone_model((course.start[0], course.start[1], 0.1), camera, camera_hz)}
+    </model>{obstacles}{drone_model(course.start, camera, camera_hz)}
   </world>
 </sdf>
 """
