@@ -149,6 +149,7 @@ def test_busy_node_drops_older_frames_for_the_newest(ros):
     ({"checkpoint": "/nonexistent/model.pt"}, "parameter 'checkpoint'='/nonexistent/model.pt'"),
     ({"checkpoint": "random:tiny:0"}, "expected random:<"),
     ({"controller.timeout_s": -1.0}, "parameter 'controller.timeout_s'=-1.0 is invalid"),
+    ({"backend": "tensorrt"}, "parameter 'backend'='tensorrt' is invalid: must be one of 'torch', 'onnxruntime'"),
 ])
 def test_invalid_parameters_fail_fast(ros, overrides, needle):
     code, output = ros.run_to_exit(drone_spec(**overrides), timeout=60)
