@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fly": ("spinn_ros.mission", "fly one simulated course closed-loop: progress, summary, plot, recording"),
     "demo": ("spinn_ros.demo", "simulated camera frames through the drone node, printing its decisions"),
     "launch": ("spinn_ros.launcher", "bring up nodes from a launch spec without ros2 launch"),
+    "smoke": ("spinn_ros.smoke", "one camera frame through a real drone node (the check after an install)"),
 }
 
 
