@@ -188,6 +188,41 @@ def test_backends_mix_across_the_wire_at_full_precision(shipped, ort, frames, he
             _same_decision(a, b, f"{head_backend} head, split {split}, offloaded frame {r}")
 
 
+def test_cloud_tail_server_on_onnxruntime_answers_as_torch(shipped, ort, frames):
+    """The cloud's batching server (what spinn cloud --backend onnxruntime runs) on wire frames from many drones."""
+    import threading
+
+    from spinn_ros.core.tail_server import TailServer
+
+    model, model_id = shipped
+    split, threshold = 2, 0.999
+    acts = [run_head(model, x, split, threshold) for x in frames]
+    offloaded = [h.activation for h in acts if h.activation is not None]
+    assert offloaded, "some frames must need the tail at this threshold"
+    replies, done = {}, threading.Event()
+
+    def respond(rid):
+        def put(payload):
+            replies[rid] = codec.decode_reply(payload, num_exits=model.num_exits)
+            if len(replies) == len(offloaded):
+                done.set()
+        return put
+
+    server = TailServer(ort, model_id, max_batch=8, max_wait_ms=20.0)
+    try:
+        for rid, a in enumerate(offloaded):
+            server.submit(codec.encode_request(a, request_id=rid, model_id=model_id, split=split,
+                                               exit_threshold=threshold, dtype=codec.Dtype.F32, codec=codec.Codec.NONE),
+                          respond(rid), drone=f"drone{rid % 3}")
+        assert done.wait(60), f"{len(replies)}/{len(offloaded)} replies"
+    finally:
+        server.close()
+    want = run_tail(model, torch.cat(offloaded), split, threshold)
+    for rid, w in enumerate(want):
+        r = replies[rid]
+        assert r.exit_index == w.exit_index and abs(r.collision_prob - w.collision_prob) <= PROB_TOL, rid
+
+
 # -- providers, errors, no onnxruntime ------------------------------------------------------------
 
 
