@@ -39,13 +39,16 @@ SLOWDOWNS = (1.0, 4.0, 16.0)  # this VM, the 4x slower drone the flight tests em
 CROSSOVER = (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 100)   # drone slowdowns searched for the first offload
 
 
-def head(model, x, split: int) -> None:
-    """Stages [0, split) and their exits, decoded, none leaving: run_head's work at any batch size."""
+def head(model, x, split: int, decode: bool = True) -> None:
+    """Stages [0, split) and their exits, decoded, none leaving: run_head's work at any batch size
+    (``decode=False``: only what the backend runs, the exits' outputs left raw)."""
     for stage in range(split):
         x = model.run_stage(stage, x)
         e = model.exit_index_at(stage)
         if e is not None:
-            decode_exit(model.run_exit(e, x))
+            out = model.run_exit(e, x)
+            if decode:
+                decode_exit(out)
 
 
 def side_by_side(models: dict, fn, runs: int, warmup: int) -> dict:
@@ -73,8 +76,12 @@ def speed_rows(model, ort, xs: list, runs: int, warmup: int) -> list[dict]:
                 row.update({f"torch_b{b}_ms": t["torch"]["median_ms"], f"ort_b{b}_ms": t["ort"]["median_ms"],
                             f"speedup_b{b}": t["torch"]["median_ms"] / t["ort"]["median_ms"]})
             rows.append(row)
+        # the backend's share alone: the same, exit outputs not decoded (decoding is torch on both)
+        x, whole = xs[0], model.num_stages
+        t = side_by_side(models, lambda m: head(m, x, whole, decode=False), runs, warmup)
+        rows.append({"head": "whole model, backend only", "torch_b1_ms": t["torch"]["median_ms"],
+                     "ort_b1_ms": t["ort"]["median_ms"], "speedup_b1": t["torch"]["median_ms"] / t["ort"]["median_ms"]})
         # the real call on the drone, policy included, whole model, no exit confident
-        x = xs[0]
         t = side_by_side(models, lambda m: run_head(m, x, model.num_stages, NO_EXIT), runs, warmup)
         rows.append({"head": "run_head, whole model", "torch_b1_ms": t["torch"]["median_ms"],
                      "ort_b1_ms": t["ort"]["median_ms"], "speedup_b1": t["torch"]["median_ms"] / t["ort"]["median_ms"]})

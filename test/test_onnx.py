@@ -293,3 +293,25 @@ def test_drone_node_runs_the_head_on_onnxruntime(ros, shipped, tmp_path):
                         threshold).final
         assert msg.exit_index == want.exit_index, sec
         assert abs(msg.collision_probability - want.collision_prob) <= PROB_TOL, sec
+
+
+def test_monitor_plans_with_onnxruntime_profiles_and_refuses_a_torch_one(ros, shipped):
+    from spinn_ros import launch_spec
+    from spinn_ros.core.profiler import REFERENCE_HOST, find_profile
+    from spinn_ros.msg import SplitPlan
+    from spinn_ros.ros import qos
+    from spinn_ros.ros.harness import wait_until
+
+    from helpers import Collector, free_port
+
+    model_id = shipped[1]
+    torch_profile = find_profile(model_id, "device", REFERENCE_HOST)
+    code, output = ros.run_to_exit(launch_spec.monitor(overrides={"backend": "onnxruntime",
+                                                                  "device_profile": str(torch_profile)})[0])
+    assert code == 2 and "measured on backend 'torch', but 'onnxruntime' runs" in output, output
+    ort = {"backend": "onnxruntime", "cloud_backend": "onnxruntime", "zenoh.connect": f"tcp/127.0.0.1:{free_port()}"}
+    proc = ros.start(launch_spec.monitor(namespace="onnx_monitor", overrides=ort)[0])
+    plans = Collector(ros.node, SplitPlan, "/onnx_monitor/spinn/plan", qos.LATCHED)
+    wait_until(lambda: plans.msgs, 60, "the monitor's first plan")
+    assert plans.msgs[0].model_id == model_id
+    wait_until(lambda: "device-onnxruntime.json (onnxruntime)" in proc.output, 10, "the monitor naming its profiles")

@@ -29,7 +29,7 @@ PARAMS = [
           read_only=True),
     Param("drop_late", True, "answer DEADLINE_EXCEEDED instead of computing requests already past their deadline",
           read_only=True),
-    Param("torch_threads", 1, "torch intra-op threads for the tails", in_range(1, 256), read_only=True),
+    Param("torch_threads", 1, "intra-op threads for the tails, torch or onnxruntime", in_range(1, 256), read_only=True),
     Param("backend", "torch", "inference engine of the tails: torch (eager) or onnxruntime (TensorRT, CUDA, "
           "else CPU provider; ONNX files exported on first use)", one_of(*BACKENDS), read_only=True),
     Param("diagnostics_period_s", 1.0, "period of /diagnostics messages, seconds", in_range(0.05, 60.0),

@@ -62,7 +62,7 @@ PARAMS = [
           in_range(-1, 255)),
     Param("exit_threshold", 0.8, "an exit answers when its top-1 softmax confidence reaches this, (0, 1]; "
           ".inf: the plain network (no early exit, exit heads skipped)", threshold_or_plain),
-    Param("torch_threads", 1, "torch intra-op threads for the head (1: leave the other cores to ROS)",
+    Param("torch_threads", 1, "intra-op threads for the head, torch or onnxruntime (1: leave the other cores to ROS)",
           in_range(1, 64), read_only=True),
     Param("backend", "torch", "inference engine of the head: torch (eager) or onnxruntime (TensorRT, CUDA, "
           "else CPU provider; ONNX files exported on first use)", one_of(*BACKENDS), read_only=True),
