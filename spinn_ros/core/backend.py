@@ -61,7 +61,7 @@ class OrtStagedModel:
     """
 
     #: torch compute that must not be reached through this object (it would silently bypass the backend)
-    _TORCH_ONLY = frozenset({"stages", "exits", "forward", "__call__"})
+    _TORCH_ONLY = frozenset({"stages", "exits", "forward"})
 
     def __init__(self, model, model_id: str, *, threads: int = 1, providers: Sequence[str] = PROVIDERS,
                  onnx_dir=None, log: Callable[[str], None] = print):
