@@ -71,8 +71,12 @@ workspace() {
 }
 
 has_on_index() {   # has_on_index PACKAGE: NVIDIA's JetPack index serves a wheel of it for this Python
+    local dir rc=0
+    dir=$(mktemp -d)
     python3 -m pip download -q --no-deps --only-binary=:all: --index-url "$JETSON_PIP_INDEX" \
-        -d "$(mktemp -d)" "$1" >/dev/null 2>&1
+        -d "$dir" "$1" >/dev/null 2>&1 || rc=$?
+    rm -rf "$dir"
+    return "$rc"
 }
 
 python_deps() {
