@@ -173,3 +173,10 @@ def test_cloud_image_install_steps_in_a_clean_venv(tmp_path):
     assert out.returncode == 0 and "onnx.checker passed" in out.stdout, out.stdout + out.stderr
     out = _run([str(venv / "bin" / "python"), "-c", "import rclpy"], timeout=60)
     assert out.returncode != 0, "the cloud install must not need (or contain) ROS"
+
+
+def test_jetson_setup_refuses_a_machine_that_is_not_a_jetson():
+    if os.uname().machine == "aarch64":
+        pytest.skip("an aarch64 machine: the script would really install (run it by hand on the Jetson)")
+    out = _run(["bash", str(ROOT / "scripts" / "jetson_setup.sh")], timeout=60)
+    assert out.returncode == 1 and "the script is for a Jetson (aarch64)" in out.stderr, out.stderr
