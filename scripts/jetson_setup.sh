@@ -24,10 +24,6 @@ log() { printf '[jetson] %s\n' "$*"; }
 die() { printf '[jetson] error: %s\n' "$*" >&2; exit 1; }
 
 SUDO=()
-if ((EUID != 0)); then
-    command -v sudo >/dev/null || die "need root or sudo for apt"
-    SUDO=(sudo)
-fi
 apt_install() { "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"; }
 
 check_platform() {
@@ -129,6 +125,10 @@ smoke() {
 }
 
 check_platform
+if ((EUID != 0)); then
+    command -v sudo >/dev/null || die "need root or sudo for apt"
+    SUDO=(sudo)
+fi
 ros_apt
 workspace
 python_deps
