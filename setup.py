@@ -26,6 +26,8 @@ setup(
     ],
     extras_require={
         "sim": ["PyFlyt==0.29.0", "pybullet>=3.2.6", "matplotlib>=3.7"],
+        # the onnxruntime backend and spinn export (a Jetson installs JetPack's GPU onnxruntime instead)
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.16"],
     },
     entry_points={"console_scripts": ["spinn=spinn_ros.cli:main"]},
 )

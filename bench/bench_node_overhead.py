@@ -13,7 +13,7 @@ result published) gives the part before the result leaves the node:
 
     in-node     = latency_ms - device_compute_ms   (DDS in + the node's own work)
 
-    .venv/bin/python bench/bench_node_overhead.py [--frames 300] [--rate 20] [--checkpoint default]
+    .venv/bin/python bench/bench_node_overhead.py [--frames 300] [--rate 20] [--checkpoint default] [--backend torch]
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 
 from bench.common import print_table, results_dir, summary_ms, write_json  # noqa: E402
 from spinn_ros import launch_spec  # noqa: E402
+from spinn_ros.core.backend import BACKENDS, staged_model  # noqa: E402
 from spinn_ros.core.model_ref import load_model  # noqa: E402
 from spinn_ros.core.preprocess import to_model_input  # noqa: E402
 from spinn_ros.core.progressive import run_head  # noqa: E402
@@ -55,10 +56,11 @@ def frames(n: int, size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
     return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(n)]
 
 
-def bare_model_ms(ref: str, size: tuple[int, int], n: int = 100) -> dict:
+def bare_model_ms(ref: str, size: tuple[int, int], n: int = 100, backend: str = "torch") -> dict:
     """The model alone in this process: conversion excluded, same policy as the node."""
     torch.set_num_threads(1)
-    model, _ = load_model(ref)
+    model, model_id = load_model(ref)
+    model = staged_model(model, model_id, backend, threads=1)
     xs = [to_model_input(f, model.spec.input_size) for f in frames(20, size, seed=1)]
     times = []
     for i in range(n):
@@ -68,8 +70,8 @@ def bare_model_ms(ref: str, size: tuple[int, int], n: int = 100) -> dict:
     return summary_ms(times[10:])
 
 
-def measure(ros: RosHarness, ref: str, size: tuple[int, int], n: int, rate: float) -> dict:
-    spec = launch_spec.drone(camera_topic=CAMERA, overrides={"checkpoint": ref})[0]
+def measure(ros: RosHarness, ref: str, size: tuple[int, int], n: int, rate: float, backend: str = "torch") -> dict:
+    spec = launch_spec.drone(camera_topic=CAMERA, backend=backend, overrides={"checkpoint": ref})[0]
     proc = ros.start(spec)
     sent: dict[int, int] = {}
     arrivals: list[tuple[int, int, float, float]] = []   # (seq, received ns, device ms, node latency ms)
@@ -118,14 +120,15 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", default="default", help="model reference (default: the shipped model)")
     ap.add_argument("--sizes", type=camera_size, nargs="+", default=[(128, 128), (224, 224), (480, 640)],
                     help="camera sizes, WIDTHxHEIGHT or N (square); default 128 224 640x480")
+    ap.add_argument("--backend", default="torch", choices=BACKENDS, help="the drone node's (and the bare model's)")
     opts = ap.parse_args(argv)
     ros = RosHarness(domain_id_for_run())
     rows = []
     try:
         for size in opts.sizes:
             print(f"camera {size[1]}x{size[0]}: {opts.frames} frames at {opts.rate} Hz ...", flush=True)
-            m = measure(ros, opts.checkpoint, size, opts.frames, opts.rate)
-            bare = bare_model_ms(opts.checkpoint, size)
+            m = measure(ros, opts.checkpoint, size, opts.frames, opts.rate, opts.backend)
+            bare = bare_model_ms(opts.checkpoint, size, backend=opts.backend)
             rows.append({
                 "camera": f"{size[1]}x{size[0]}", "bare_model_p50_ms": bare["median_ms"],
                 "node_model_p50_ms": m["device"]["median_ms"], "e2e_p50_ms": m["e2e"]["median_ms"],
@@ -138,13 +141,15 @@ def main(argv=None) -> int:
         ros.close()
     print_table(rows, ["camera", "bare_model_p50_ms", "node_model_p50_ms", "e2e_p50_ms", "e2e_p99_ms",
                        "overhead_p50_ms", "overhead_p99_ms", "in_node_p50_ms", "in_node_p99_ms", "received"],
-                title=f"drone node overhead over the bare model ({opts.checkpoint}); target: overhead p50 <= 2 ms")
-    write_json("node_overhead", {"checkpoint": opts.checkpoint, "rate_hz": opts.rate, "rows": rows})
-    _plot(rows)
+                title=f"drone node overhead over the bare model ({opts.checkpoint}, {opts.backend}); "
+                      "target: overhead p50 <= 2 ms")
+    name = "node_overhead" if opts.backend == "torch" else f"node_overhead-{opts.backend}"
+    write_json(name, {"checkpoint": opts.checkpoint, "backend": opts.backend, "rate_hz": opts.rate, "rows": rows})
+    _plot(rows, name)
     return 0
 
 
-def _plot(rows) -> None:
+def _plot(rows, name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,7 +167,7 @@ def _plot(rows) -> None:
     ax.set_ylabel("ms")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(results_dir() / "node_overhead.png", dpi=120)
+    fig.savefig(results_dir() / f"{name}.png", dpi=120)
 
 
 if __name__ == "__main__":

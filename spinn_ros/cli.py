@@ -16,10 +16,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("spinn_ros.training.evaluate", "evaluation report on a test split (table + plot)"),
     "cloud": ("spinn_ros.cloud_service", "run the cloud tail server over Zenoh (no ROS needed)"),
     "profile": ("spinn_ros.core.profiler", "profile head/tail times and wire bytes for the scheduler"),
+    "export": ("spinn_ros.core.onnx_export", "export every stage and exit head to ONNX, with a manifest tied to the model id"),
     "fly": ("spinn_ros.mission", "fly one simulated course closed-loop: progress, summary, plot, recording"),
     "demo": ("spinn_ros.demo", "simulated camera frames through the drone node, printing its decisions"),
     "launch": ("spinn_ros.launcher", "bring up nodes from a launch spec without ros2 launch"),
     "export-world": ("spinn_ros.sim.sdf", "write a seeded course as a Gazebo (gz-sim) SDF world"),
+    "smoke": ("spinn_ros.smoke", "one camera frame through a real drone node (the check after an install)"),
 }
 
 

@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from .core.backend import BACKENDS, DEFAULT_BACKEND, staged_model
 from .core.model_ref import load_model
 from .core.tail_server import TailServer
 from .transport.zenoh_link import CloudEndpoint, IncomingQuery, ZenohSettings
@@ -25,8 +26,9 @@ from .transport.zenoh_link import CloudEndpoint, IncomingQuery, ZenohSettings
 class CloudService:
     def __init__(self, model_ref: str, settings: ZenohSettings, name: str = "cloud", *, max_batch: int = 8,
                  max_wait_ms: float = 4.0, max_queue: int = 256, drop_late: bool = True, load_period_s: float = 0.5,
-                 log: Callable[[str], None] = print):
-        self.model, self.model_id = load_model(model_ref)
+                 log: Callable[[str], None] = print, backend: str = DEFAULT_BACKEND, threads: int = 1):
+        model, self.model_id = load_model(model_ref)
+        self.model = staged_model(model, self.model_id, backend, threads=threads, log=log)
         self.server = TailServer(self.model, self.model_id, max_batch=max_batch, max_wait_ms=max_wait_ms,
                                  max_queue=max_queue, drop_late=drop_late, log=log)
         self.endpoint = CloudEndpoint(settings, name, self._on_query)
@@ -34,7 +36,7 @@ class CloudService:
         self._load_period_s = load_period_s
         self._loader = threading.Thread(target=self._publish_load, name="spinn-cloud-load", daemon=True)
         self._loader.start()
-        log(f"cloud '{self.endpoint.name}' serving model {self.model_id} ({self.model.spec.name}) on "
+        log(f"cloud '{self.endpoint.name}' serving model {self.model_id} ({self.model.spec.name}, {backend}) on "
             f"{settings.key_prefix}/tail/*, batches of up to {max_batch} within {max_wait_ms} ms")
 
     def _on_query(self, q: IncomingQuery) -> None:
@@ -65,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--key-prefix", default="spinn")
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--max-wait-ms", type=float, default=4.0)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads for the tails")
+    ap.add_argument("--threads", type=int, default=1, help="torch (or onnxruntime) threads for the tails")
+    ap.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
+                    help="inference engine of the tails (onnxruntime: TensorRT, CUDA, else CPU provider)")
     ap.add_argument("--stats-period", type=float, default=5.0, help="seconds between status lines (0: none)")
     opts = ap.parse_args(argv)
     if not opts.listen and not opts.connect:
@@ -75,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = ZenohSettings(mode=opts.mode, listen=tuple(opts.listen), connect=tuple(opts.connect),
                                  key_prefix=opts.key_prefix)
         service = CloudService(opts.checkpoint, settings, opts.name, max_batch=opts.max_batch,
-                               max_wait_ms=opts.max_wait_ms, log=lambda m: print(m, flush=True))
+                               max_wait_ms=opts.max_wait_ms, log=lambda m: print(m, flush=True),
+                               backend=opts.backend, threads=opts.threads)
     except (ValueError, OSError) as exc:
         print(f"spinn cloud: {exc}", file=sys.stderr)
         return 2

@@ -104,17 +104,19 @@ def _remaps(**topics: str) -> tuple[tuple[str, str], ...]:
 
 def drone(namespace: str = "", params_file: str | None = None, camera_topic: str = "image",
           command_topic: str = "cmd_vel", use_sim_time: bool = False, with_monitor: bool = True,
-          monitor_params_file: str | None = None, overrides: dict | None = None) -> list[NodeSpec]:
+          monitor_params_file: str | None = None, backend: str = "", overrides: dict | None = None) -> list[NodeSpec]:
     """The drone side: the drone node reading ``camera_topic`` and commanding on
-    ``command_topic`` (always first in the list), and its monitor (link + re-planning)."""
+    ``command_topic`` (always first in the list), and its monitor (link + re-planning).
+    ``backend`` (empty: the params files') goes to both: the monitor plans with that backend's profile."""
+    chosen = {"backend": backend} if backend else {}
     specs = [NodeSpec(
         executable="drone_node", name="spinn_drone", namespace=namespace,
         params_files=(find_params_file("drone", params_file),),
-        params=_common(use_sim_time, overrides),
+        params={**chosen, **_common(use_sim_time, overrides)},
         remappings=_remaps(image=camera_topic, cmd_vel=command_topic),
     )]
     if with_monitor:
-        specs += monitor(namespace, monitor_params_file, use_sim_time)
+        specs += monitor(namespace, monitor_params_file, use_sim_time, overrides=chosen)
     return specs
 
 
@@ -175,6 +177,8 @@ ARGUMENT_HELP = {
     "use_sim_time": "true: follow /clock from the simulator",
     "with_monitor": "true: also start the monitor (link measurement and re-planning) beside the drone node",
     "monitor_params_file": "the monitor's YAML params file (default: the package's config/monitor.yaml)",
+    "backend": "torch or onnxruntime for the drone's head, and the profile its monitor plans with "
+               "(default: the params files')",
 }
 
 

@@ -155,6 +155,7 @@ def test_busy_node_drops_older_frames_for_the_newest(ros):
     ({"split_point": True}, "parameter 'split_point' must be of type integer (a number in [-1, 255]), got True"),
     ({"exit_threshold": "abc"}, "parameter 'exit_threshold' must be of type double (a number in (0.0, 1.0]"),
     ({"cloud.enabled": 3}, "parameter 'cloud.enabled' must be of type bool, got 3"),
+    ({"backend": "tensorrt"}, "parameter 'backend'='tensorrt' is invalid: must be one of 'torch', 'onnxruntime'"),
 ])
 def test_invalid_parameters_fail_fast(ros, overrides, needle):
     code, output = ros.run_to_exit(drone_spec(**overrides), timeout=60)

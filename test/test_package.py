@@ -45,7 +45,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-@pytest.mark.parametrize("node", ["drone", "cloud", "sim"])
+@pytest.mark.parametrize("node", ["drone", "cloud", "sim", "monitor"])
 def test_params_files_name_only_declared_parameters_with_valid_values(node):
     from spinn_ros.ros.params import problem
 
@@ -56,6 +56,22 @@ def test_params_files_name_only_declared_parameters_with_valid_values(node):
     assert not unknown, f"config/{node}.yaml sets undeclared parameters: {sorted(unknown)}"
     bad = [msg for k, v in values.items() if k in declared and (msg := problem(declared[k], v))]
     assert not bad, bad
+
+
+@pytest.mark.parametrize("node", ["drone", "cloud", "monitor"])
+def test_backend_parameter_names_the_allowed_values(node):
+    from spinn_ros.ros.params import problem
+
+    declared = _node_params(f"spinn_ros.nodes.{node}_node")["backend"]
+    assert problem(declared, "onnxruntime") is None and problem(declared, "torch") is None
+    msg = problem(declared, "tensorrt")
+    assert "backend" in msg and "'torch'" in msg and "'onnxruntime'" in msg, msg
+
+
+def test_launch_backend_reaches_the_drone_and_its_monitor():
+    drone, monitor = launch_spec.specs_from_strings("drone", {"backend": "onnxruntime"})
+    assert drone.params["backend"] == "onnxruntime" and monitor.params["backend"] == "onnxruntime"
+    assert "backend" not in launch_spec.specs_from_strings("drone", {})[0].params    # the params file decides
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "launch").glob("*.launch.py")), ids=lambda p: p.name)

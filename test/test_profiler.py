@@ -82,6 +82,48 @@ def test_another_models_profile_is_refused(profiles):
         P.load_profile(path, model_id, "cloud")
 
 
+@pytest.fixture(scope="module")
+def ort_profiles(tmp_path_factory):
+    """Both roles profiled on the onnxruntime backend (ONNX files exported on first use into a fresh cache)."""
+    out = tmp_path_factory.mktemp("ort-profiles")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPINN_CACHE_DIR", str(out / "cache"))
+        rc = P.main(["--checkpoint", REF, "--backend", "onnxruntime", "--runs", "2", "--warmup", "1", "--frames", "2",
+                     "--batch-sizes", "1", "2", "--encodings", "u8-lz4", "--out-dir", str(out), "--host", "testhost",
+                     "--quiet", "--dataset", str(out / "none.npz")])
+    assert rc == 0
+    return load_model(REF)[1], out
+
+
+def test_a_profile_records_its_backend_and_is_refused_for_another(profiles, ort_profiles):
+    model_id, out = ort_profiles
+    for role in P.ROLES:
+        path = P.find_profile(model_id, role, "testhost", out, backend="onnxruntime")
+        assert path.name == f"{model_id}-testhost-{role}-onnxruntime.json"
+        p = P.load_profile(path, model_id, role, backend="onnxruntime")
+        assert p.backend == "onnxruntime" and "CPUExecutionProvider" in p.data["machine"]["providers"]
+        with pytest.raises(P.ProfileError, match=f"measured on backend 'onnxruntime', but 'torch' runs.*"
+                                                 f"spinn profile --role {role} --backend torch"):
+            P.load_profile(path, model_id, role, backend="torch")
+    _, torch_id, torch_out = profiles
+    torch_path = P.find_profile(torch_id, "device", "testhost", torch_out)
+    assert P.load_profile(torch_path, torch_id, "device", backend="torch").backend == "torch"
+    with pytest.raises(P.ProfileError, match="measured on backend 'torch', but 'onnxruntime' runs"):
+        P.load_profile(torch_path, torch_id, "device", backend="onnxruntime")
+    with pytest.raises(P.ProfileNotFound, match="on backend onnxruntime.*--backend onnxruntime"):
+        P.find_profile(torch_id, "device", "testhost", torch_out, backend="onnxruntime")
+
+
+def test_committed_reference_profiles_exist_for_both_backends():
+    from spinn_ros.core.checkpoint import default_checkpoint_path, load_checkpoint
+
+    model_id = load_checkpoint(default_checkpoint_path())[1]["model_id"]
+    for backend in ("torch", "onnxruntime"):
+        for role in P.ROLES:
+            path = P.find_profile(model_id, role, P.REFERENCE_HOST, backend=backend)
+            assert P.load_profile(path, model_id, role, backend=backend).backend == backend
+
+
 def test_broken_files_are_refused(tmp_path):
     with pytest.raises(P.ProfileNotFound, match="no such file"):
         P.load_profile(tmp_path / "x.json", None)

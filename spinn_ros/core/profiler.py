@@ -10,7 +10,9 @@ with the cloud's thread count, the whole tail from every split (the difference t
 the sum of its parts is the per-batch fixed cost), and request decode times.
 
 Both reference the model's calibration (path + model id). One versioned JSON per
-model, host and role: ``profiles/<model_id>-<host>-<role>.json``. Times are stored
+model, host and role: ``profiles/<model_id>-<host>-<role>.json`` for the ``torch`` backend,
+``...-<role>-<backend>.json`` for another (``--backend onnxruntime``): the header records
+the backend, and a profile of one backend is refused where another runs. Times are stored
 as measured, with ``time_scale`` (``--slowdown``) applied by the reader: see
 :class:`Profile`.
 """
@@ -29,6 +31,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+
+from .backend import BACKENDS, DEFAULT_BACKEND, backend_of
 
 FORMAT = "spinn-profile"
 VERSION = 1
@@ -67,18 +71,21 @@ def profiles_root(root=None) -> Path:
     return Path(root) if root else profiles_dir()
 
 
-def default_profile_path(model_id: str, role: str, host: str | None = None, root=None) -> Path:
-    return profiles_root(root) / f"{model_id}-{host or host_name()}-{role}.json"
+def default_profile_path(model_id: str, role: str, host: str | None = None, root=None,
+                         backend: str = DEFAULT_BACKEND) -> Path:
+    suffix = "" if backend == DEFAULT_BACKEND else f"-{backend}"      # torch profiles keep their names
+    return profiles_root(root) / f"{model_id}-{host or host_name()}-{role}{suffix}.json"
 
 
-def find_profile(model_id: str, role: str, host: str | None = None, root=None) -> Path:
+def find_profile(model_id: str, role: str, host: str | None = None, root=None,
+                 backend: str = DEFAULT_BACKEND) -> Path:
     """This host's profile, else the committed reference one; ProfileNotFound names both."""
-    tried = [default_profile_path(model_id, role, h, root) for h in (host, REFERENCE_HOST)]
+    tried = [default_profile_path(model_id, role, h, root, backend) for h in (host, REFERENCE_HOST)]
     for path in tried:
         if path.is_file():
             return path
-    raise ProfileNotFound(f"no {role} profile for model {model_id}: tried {', '.join(map(str, tried))} "
-                          f"(run 'spinn profile --role {role}')")
+    raise ProfileNotFound(f"no {role} profile for model {model_id} on backend {backend}: tried "
+                          f"{', '.join(map(str, tried))} (run 'spinn profile --role {role} --backend {backend}')")
 
 
 def parse_encoding(name: str):
@@ -109,6 +116,7 @@ class Profile:
         self.exit_stages: list[int] = list(data["exit_stages"])
         self.time_scale: float = float(data["settings"].get("time_scale", 1.0))
         self.calibration: dict | None = data.get("calibration")
+        self.backend: str = data.get("backend", DEFAULT_BACKEND)     # profiles from before backends: torch
         self._section = data[self.role]
 
     def _ms(self, entry: dict, stat: str) -> np.ndarray:
@@ -160,7 +168,8 @@ class Profile:
         return table[encoding]
 
 
-def _validate(data, source: str, expected_model_id: str | None, role: str | None) -> None:
+def _validate(data, source: str, expected_model_id: str | None, role: str | None,
+              backend: str | None = None) -> None:
     def fail(msg):
         raise ProfileError(f"profile {source}: {msg}")
 
@@ -176,6 +185,10 @@ def _validate(data, source: str, expected_model_id: str | None, role: str | None
              "(re-profile with 'spinn profile')")
     if data["role"] not in ROLES or (role is not None and data["role"] != role):
         fail(f"role {data['role']!r}, expected {role or ' or '.join(ROLES)}")
+    measured_on = data.get("backend", DEFAULT_BACKEND)
+    if backend is not None and measured_on != backend:
+        fail(f"measured on backend {measured_on!r}, but {backend!r} runs: its times do not hold there "
+             f"(re-profile with 'spinn profile --role {data['role']} --backend {backend}')")
     section, n = data.get(data["role"]), data["num_stages"]
     if not isinstance(section, dict):
         fail(f"missing the {data['role']!r} section")
@@ -185,8 +198,8 @@ def _validate(data, source: str, expected_model_id: str | None, role: str | None
         fail(f"stage_ms must hold {', '.join(STATS)} lists of {n} stages")
 
 
-def load_profile(path, expected_model_id: str | None, role: str | None = None) -> Profile:
-    """Read and validate a profile; another model's (or role's) profile is refused."""
+def load_profile(path, expected_model_id: str | None, role: str | None = None, backend: str | None = None) -> Profile:
+    """Read and validate a profile; another model's (or role's, or backend's) profile is refused."""
     path = Path(path)
     if not path.is_file():
         raise ProfileNotFound(f"profile {path}: no such file (run 'spinn profile')")
@@ -194,7 +207,7 @@ def load_profile(path, expected_model_id: str | None, role: str | None = None) -
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ProfileError(f"profile {path}: unreadable or not JSON ({e})") from e
-    _validate(data, str(path), expected_model_id, role)
+    _validate(data, str(path), expected_model_id, role, backend)
     return Profile(data, str(path))
 
 
@@ -442,12 +455,17 @@ def calibration_reference(ref: str, model_id: str, override: Path | None) -> dic
     return {"path": str(path), "model_id": load_calibration(path, model_id).model_id}
 
 
-def _machine(threads: int) -> dict:
+def _machine(threads: int, model=None) -> dict:
     import torch
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "torch_threads": threads}
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+               "torch_threads": threads}
+    if getattr(model, "providers", None):         # the onnxruntime backend: which build and providers ran
+        import onnxruntime
+
+        machine.update(onnxruntime=onnxruntime.__version__, providers=list(model.providers))
+    return machine
 
 
 def build_profile(role: str, model, model_id: str, ref: str, *, host: str, settings: dict, calibration: dict | None,
@@ -460,8 +478,9 @@ def build_profile(role: str, model, model_id: str, ref: str, *, host: str, setti
         "model_name": model.spec.name,
         "model_ref": ref,
         "host": host,
+        "backend": backend_of(model),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": _machine(threads),
+        "machine": _machine(threads, model),
         "settings": settings,
         "num_stages": model.num_stages,
         "exit_stages": list(model.exit_stages),
@@ -485,11 +504,13 @@ def profile_role(role: str, args) -> dict:
     import torch
     from tqdm import tqdm
 
+    from .backend import staged_model
     from .model_ref import load_model
 
     threads = 1 if role == "device" else args.cloud_threads
     torch.set_num_threads(threads)
     model, model_id = load_model(args.checkpoint)
+    model = staged_model(model, model_id, args.backend, threads=threads, log=lambda msg: print(msg, file=sys.stderr))
     frames, source = input_frames(args.frames, model.spec.input_size, args.dataset)
     settings = {"runs": args.runs, "warmup": args.warmup, "frames": len(frames), "inputs": source,
                 "torch_threads": threads, "encodings": list(args.encodings),
@@ -530,6 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES), help="cloud batch sizes")
     ap.add_argument("--encodings", nargs="+", default=list(ENCODINGS), choices=ENCODINGS, help="wire encodings")
     ap.add_argument("--cloud-threads", type=int, default=1, help="torch threads of the cloud (its torch_threads)")
+    ap.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                    help="inference engine profiled (the drone's/cloud's 'backend'); recorded in the profile")
     ap.add_argument("--slowdown", type=float, default=1.0,
                     help="emulate a slower drone: device times are multiplied by this (recorded as time_scale)")
     ap.add_argument("--calibration", type=Path, default=None, help="calibration file (default: beside the checkpoint)")
@@ -601,14 +624,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     roles = ROLES if args.role == "both" else (args.role,)
     for role in roles:
-        out = default_profile_path(model_id, role, args.host, args.out_dir)
+        out = default_profile_path(model_id, role, args.host, args.out_dir, args.backend)
         # a fresh process per role: the device side runs as the drone does, unaffected by this one's threads
         done = subprocess.run(_worker_command(role, out, argv), env=_worker_env(role))
         if done.returncode != 0:
             print(f"spinn profile: the {role} worker failed (exit {done.returncode})", file=sys.stderr)
             return 1
         if not args.quiet:
-            _summary(out, load_profile(out, model_id, role))
+            _summary(out, load_profile(out, model_id, role, args.backend))
     return 0
 
 

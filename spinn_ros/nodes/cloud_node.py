@@ -11,10 +11,11 @@ import torch
 from rclpy.node import Node
 
 from ..cloud_service import CloudService
+from ..core.backend import BACKENDS, BackendError
 from ..ros import diagnostics as diag
 from ..ros import qos
 from ..ros.node_main import run_node
-from ..ros.params import Param, ParameterError, declare, in_range, non_empty, zenoh_params
+from ..ros.params import Param, ParameterError, declare, in_range, non_empty, one_of, zenoh_params
 
 PARAMS = [
     Param("checkpoint", "default",
@@ -28,7 +29,9 @@ PARAMS = [
           read_only=True),
     Param("drop_late", True, "answer DEADLINE_EXCEEDED instead of computing requests already past their deadline",
           read_only=True),
-    Param("torch_threads", 1, "torch intra-op threads for the tails", in_range(1, 256), read_only=True),
+    Param("torch_threads", 1, "intra-op threads for the tails, torch or onnxruntime", in_range(1, 256), read_only=True),
+    Param("backend", "torch", "inference engine of the tails: torch (eager) or onnxruntime (TensorRT, CUDA, "
+          "else CPU provider; ONNX files exported on first use)", one_of(*BACKENDS), read_only=True),
     Param("diagnostics_period_s", 1.0, "period of /diagnostics messages, seconds", in_range(0.05, 60.0),
           read_only=True),
     *zenoh_params(listen="tcp/127.0.0.1:7447"),
@@ -49,7 +52,10 @@ class CloudNode(Node):
         try:
             self.service = CloudService(p["checkpoint"], settings, p["name"], max_batch=p["max_batch"],
                                         max_wait_ms=p["max_wait_ms"], max_queue=p["max_queue"],
-                                        drop_late=p["drop_late"], log=self.get_logger().info)
+                                        drop_late=p["drop_late"], log=self.get_logger().info,
+                                        backend=p["backend"], threads=p["torch_threads"])
+        except BackendError as exc:
+            raise ParameterError(f"parameter 'backend'={p['backend']!r}: {exc}") from exc
         except (OSError, ValueError) as exc:
             raise ParameterError(f"parameter 'checkpoint'={p['checkpoint']!r}: {exc}") from exc
         self.diag_pub = self.create_publisher(diag.DiagnosticArray, "/diagnostics", qos.RESULTS)

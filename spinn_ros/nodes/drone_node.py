@@ -38,6 +38,7 @@ from sensor_msgs.msg import Image
 from spinn_ros.msg import InferenceResult, SplitPlan
 
 from ..core import codec
+from ..core.backend import BACKENDS, staged_model
 from ..core.controller import ControllerConfig, DroNetController
 from ..core.device_emulation import SlowerDevice
 from ..core.frame_slot import LatestSlot
@@ -61,8 +62,10 @@ PARAMS = [
           in_range(-1, 255)),
     Param("exit_threshold", 0.8, "an exit answers when its top-1 softmax confidence reaches this, (0, 1]; "
           ".inf: the plain network (no early exit, exit heads skipped)", threshold_or_plain),
-    Param("torch_threads", 1, "torch intra-op threads for the head (1: leave the other cores to ROS)",
+    Param("torch_threads", 1, "intra-op threads for the head, torch or onnxruntime (1: leave the other cores to ROS)",
           in_range(1, 64), read_only=True),
+    Param("backend", "torch", "inference engine of the head: torch (eager) or onnxruntime (TensorRT, CUDA, "
+          "else CPU provider; ONNX files exported on first use)", one_of(*BACKENDS), read_only=True),
     Param("diagnostics_period_s", 1.0, "period of /diagnostics messages, seconds",
           in_range(0.05, 60.0), read_only=True),
     Param("emulate.slowdown", 1.0, "emulate a drone computer this many times slower than this machine: each "
@@ -155,6 +158,11 @@ class DroneNode(Node):
             self.model, self.model_id = load_model(p["checkpoint"])
         except (OSError, ValueError) as exc:
             raise ParameterError(f"parameter 'checkpoint'={p['checkpoint']!r}: {exc}") from exc
+        try:
+            self.model = staged_model(self.model, self.model_id, p["backend"], threads=p["torch_threads"],
+                                      log=self.get_logger().info)
+        except (OSError, ValueError) as exc:
+            raise ParameterError(f"parameter 'backend'={p['backend']!r}: {exc}") from exc
         self.policy = Policy(self._resolve_split(p["split_point"]), p["exit_threshold"])
         self.device = self._slower_device(p)
         self.controller = DroNetController(self._controller_config(p))
@@ -197,7 +205,7 @@ class DroneNode(Node):
         self.create_timer(min(0.05, p["controller.timeout_s"] / 2), self._watchdog)
         self.get_logger().info(
             f"model {self.model_id} ({self.model.spec.name}, {self.model.num_stages} stages, "
-            f"{self.model.num_exits} exits), split {self.policy.split}, threshold {self.policy.threshold}, "
+            f"{self.model.num_exits} exits, {p['backend']}), split {self.policy.split}, threshold {self.policy.threshold}, "
             f"cloud {'via Zenoh ' + self.link.key if self.link else 'disabled'}")
 
     # -- set-up -----------------------------------------------------------------------------
@@ -216,8 +224,8 @@ class DroneNode(Node):
             from ..core.profiler import find_profile, load_profile
 
             try:
-                path = p["emulate.profile"] or find_profile(self.model_id, "device")
-                profile = load_profile(path, self.model_id, "device")
+                path = p["emulate.profile"] or find_profile(self.model_id, "device", backend=p["backend"])
+                profile = load_profile(path, self.model_id, "device", backend=p["backend"])
             except (OSError, ValueError) as exc:
                 if p["emulate.profile"]:
                     raise ParameterError(f"parameter 'emulate.profile'={p['emulate.profile']!r}: {exc}") from exc

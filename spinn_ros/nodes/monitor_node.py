@@ -21,6 +21,7 @@ from rclpy.node import Node
 
 from spinn_ros.msg import InferenceResult, LinkState, SplitPlan
 
+from ..core.backend import BACKENDS
 from ..core.calibration import load_calibration
 from ..core.checkpoint import calibration_path
 from ..core.estimators import ChangeDetector, LinkEstimator
@@ -46,6 +47,10 @@ PARAMS = [
     Param("device_profile", "", "device profile file (default: found in profiles_dir for this host)",
           read_only=True),
     Param("cloud_profile", "", "cloud profile file (default: found in profiles_dir)", read_only=True),
+    Param("backend", "torch", "the drone's backend: plans use the device profile measured on it",
+          one_of(*BACKENDS), read_only=True),
+    Param("cloud_backend", "torch", "the cloud's backend: plans use the cloud profile measured on it",
+          one_of(*BACKENDS), read_only=True),
     Param("frame_rate_hz", 15.0, "camera rate the drone sees", in_range(0.1, 1000.0)),
     Param("deadline_ms", 200.0, "the drone's cloud.deadline_ms", in_range(1.0, 10000.0)),
     Param("encoding", "u8-lz4", "the drone's cloud.encoding", one_of(*ENCODINGS)),
@@ -108,15 +113,18 @@ class MonitorNode(Node):
             cal_file = p["calibration"] or calibration_path(_checkpoint_file(ref))
             calibration = load_calibration(cal_file, model_id)
             profiles = p["profiles_dir"] or None
-            device = load_profile(p["device_profile"] or find_profile(model_id, "device", root=profiles),
-                                  model_id, "device")
-            cloud = load_profile(p["cloud_profile"] or find_profile(model_id, "cloud", root=profiles),
-                                 model_id, "cloud")
+            device = load_profile(p["device_profile"] or find_profile(model_id, "device", root=profiles,
+                                                                      backend=p["backend"]),
+                                  model_id, "device", p["backend"])
+            cloud = load_profile(p["cloud_profile"] or find_profile(model_id, "cloud", root=profiles,
+                                                                    backend=p["cloud_backend"]),
+                                 model_id, "cloud", p["cloud_backend"])
             sla = load_sla(p["sla"] or None)
         except (OSError, ValueError) as exc:
             raise ParameterError(f"monitor set-up: {exc}") from exc
         del model
-        self.get_logger().info(f"planning for model {model_id} with strategy {p['strategy']}, SLA {sla.name}")
+        self.get_logger().info(f"planning for model {model_id} with strategy {p['strategy']}, SLA {sla.name}, "
+                               f"profiles {device.source} ({device.backend}), {cloud.source} ({cloud.backend})")
         return Scheduler(PerformanceModel(device, cloud, calibration), sla, p["strategy"]), model_id
 
     def _open_link(self, p: dict):
