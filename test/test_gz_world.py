@@ -125,7 +125,7 @@ def test_bridge_topics_exist_in_the_world_and_in_the_drone_node(ros, worlds):
 
     # the drone node of the Gazebo flight, as gz_flight.launch.py starts it (no cloud needed here)
     drone = next(s for s in launch_spec.gz_flight(mode="device-only") if s.executable == "drone_node")
-    ros.start(drone)
+    proc = ros.start(drone)
     wanted = {e["ros_topic_name"]: e for e in bridge if e["ros_topic_name"] not in ("/clock", "/camera_info")}
 
     def graph() -> dict[str, tuple[str, str]]:
@@ -146,5 +146,9 @@ def test_bridge_topics_exist_in_the_world_and_in_the_drone_node(ros, worlds):
     for topic, entry in wanted.items():
         side = "sub" if entry["direction"] == "GZ_TO_ROS" else "pub"
         assert seen.get(topic) == (entry["ros_type_name"], side), f"{topic}: bridge {entry}, drone node {seen.get(topic)}"
+    # the node's endpoints exist before it has finished starting: let it finish before it is stopped
+    deadline = time.monotonic() + 120
+    while "model " not in proc.output and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
     # the simulation clock: every gz_flight node follows /clock
     assert all(s.params.get("use_sim_time") for s in launch_spec.gz_flight() if s.executable != "cloud_node")

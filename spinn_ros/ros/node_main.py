@@ -28,6 +28,14 @@ def run_node(factory: Callable[[], "rclpy.node.Node"], args: list[str] | None = 
         except ParameterError as exc:
             rclpy.logging.get_logger("spinn_ros").fatal(str(exc))
             return EXIT_BAD_PARAMETERS
+        except KeyboardInterrupt:
+            # SIGINT while the node was still being built (a launch stopped at once): a clean
+            # stop, not a crash; what the half-built node opened goes with the context below
+            return 0
+        except Exception:
+            if rclpy.ok():
+                raise           # a real failure
+            return 0            # the same SIGINT, seen as a call on the context it just shut down
         # one executor thread by default: callbacks here are short (heavy work has its own
         # thread), and every extra executor thread competes for the GIL
         executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
