@@ -18,6 +18,13 @@ drone may turn away from the goal: beyond it no yaw away from the goal is comman
 it cannot wander off along an obstacle it cannot pass (at a blocking wall it stops there).
 ``search_yaw_rate``: stopped in front of something with no side preferred, the drone
 turns at least this fast (within the cone) to look for a way around it.
+
+Stale answers: every answer comes with its age (camera stamp to now, on the clock the
+camera stamps with). The filters fold it in as usual, but the forward speed commanded is
+scaled by :func:`age_factor`: full up to ``slow_age_s``, falling linearly to nothing at
+``max_age_s``, and from there the drone hovers (no forward motion, no turn). A drone acting
+on what it saw half a second ago at full speed has flown half a metre blind; a busy flight
+computer (or a stalled camera) must cost speed, not a collision.
 """
 from __future__ import annotations
 
@@ -38,6 +45,8 @@ class ControllerConfig:
     goal_gain: float = 0.0              # rad/s of yaw per rad of heading error to the goal at p = 0; 0: off
     goal_cone: float = math.pi          # rad: never yaw further away from the goal beyond this; >= pi: no limit
     search_yaw_rate: float = 0.0        # rad/s: stopped with (almost) no steering, turn at least this fast; 0: off
+    slow_age_s: float = 0.25            # an answer older than this (camera stamp to now) slows the drone
+    max_age_s: float = 0.6              # ... and one this old or older makes it hover
 
     def __post_init__(self):
         checks = {
@@ -50,6 +59,8 @@ class ControllerConfig:
             "goal_gain": self.goal_gain >= 0,
             "goal_cone": self.goal_cone > 0,
             "search_yaw_rate": self.search_yaw_rate >= 0,
+            "slow_age_s": self.slow_age_s >= 0,
+            "max_age_s": self.max_age_s > self.slow_age_s,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -61,7 +72,15 @@ class Command:
     forward_speed: float   # m/s, body x
     yaw_rate: float        # rad/s, ROS convention: positive turns left (counter-clockwise)
     stamp_ns: int          # source image stamp this command was computed from
-    reason: str            # "track", "stop", "hover"
+    reason: str            # "track", "stop", "hover", "stale" (an older frame's answer: nothing to publish)
+
+
+def age_factor(age_s: float, config: ControllerConfig) -> float:
+    """How much of the filtered forward speed an answer this old may command: 1 up to
+    ``slow_age_s``, linearly down to 0 at ``max_age_s`` (where the drone hovers)."""
+    if age_s <= config.slow_age_s:
+        return 1.0
+    return max(0.0, (config.max_age_s - age_s) / (config.max_age_s - config.slow_age_s))
 
 
 class DroNetController:
@@ -75,14 +94,25 @@ class DroNetController:
         self._before_last = (0.0, 0.0, False, 0.0)    # state before the last frame was applied
 
     def update(self, collision_prob: float, steering: float, stamp_ns: int,
-               heading_error: float | None = None, provisional: bool = False) -> Command:
+               heading_error: float | None = None, provisional: bool = False, age_s: float = 0.0) -> Command:
         """Fold one result in; a second result for the same stamp replaces the first.
 
         ``heading_error``: bearing of the goal minus the drone's heading, rad (positive: goal
         to the left), or None without a goal. ``provisional``: a device answer a refined one
         may replace; it cannot release a stop a final answer ordered (the final answer of a
         later frame does). A result for an older frame never rewinds the controller, but one
-        at or above the critical probability still stops the drone."""
+        at or above the critical probability still stops the drone. ``age_s``: how old the
+        result's camera frame is now; it scales the commanded forward speed (module doc)."""
+        cmd = self._fold(collision_prob, steering, stamp_ns, heading_error, provisional)
+        if cmd.reason != "track" or age_s <= self.config.slow_age_s:
+            return cmd
+        factor = age_factor(age_s, self.config)
+        if factor == 0.0:       # too old to steer by: hold still; the filters keep the answer for the next one
+            return Command(0.0, 0.0, stamp_ns, "hover")
+        return Command(cmd.forward_speed * factor, cmd.yaw_rate, stamp_ns, "track")
+
+    def _fold(self, collision_prob: float, steering: float, stamp_ns: int, heading_error: float | None,
+              provisional: bool) -> Command:
         c = self.config
         if stamp_ns == self._last_stamp_ns:
             self._speed, self._yaw, self._stop_held, self._search = self._before_last

@@ -100,6 +100,10 @@ PARAMS = [
           in_range(0.01, 3.1416)),
     Param("controller.search_yaw_rate", 0.0, "stopped with no side preferred, turn at least this fast, rad/s; 0: off",
           in_range(0.0, 10.0)),
+    Param("controller.slow_age_s", 0.25, "answers older than this (camera stamp to now) slow the drone, seconds",
+          in_range(0.0, 10.0)),
+    Param("controller.max_age_s", 0.6, "answers this old or older make the drone hover, seconds; "
+          "must exceed controller.slow_age_s", in_range(0.01, 10.0, lo_open=True)),
     Param("goal.enabled", False, "steer toward goal.x, goal.y as well (needs odometry on 'odom')", read_only=True),
     Param("goal.x", 0.0, "goal x in the odometry frame, m", read_only=True),
     Param("goal.y", 0.0, "goal y in the odometry frame, m", read_only=True),
@@ -241,6 +245,9 @@ class DroneNode(Node):
 
     @staticmethod
     def _controller_config(p: dict) -> ControllerConfig:
+        if p["controller.max_age_s"] <= p["controller.slow_age_s"]:
+            raise ParameterError(f"parameter 'controller.max_age_s'={p['controller.max_age_s']!r} is invalid: must "
+                                 f"exceed controller.slow_age_s={p['controller.slow_age_s']!r}")
         return ControllerConfig(**{k.split(".", 1)[1]: v for k, v in p.items() if k.startswith("controller.")})
 
     def _apply_params(self, changed: dict) -> str | None:
@@ -249,10 +256,14 @@ class DroneNode(Node):
         except ParameterError as exc:
             return str(exc)
         threshold = changed.get("exit_threshold", self.policy.threshold)
+        if any(k.startswith("controller.") for k in changed):
+            try:
+                config = self._controller_config({**self.p, **changed})
+            except ParameterError as exc:
+                return str(exc)
+            self.controller.config = config
         self.p.update(changed)
         self.policy = Policy(split, threshold, self.policy.plan_id, self.policy.offload)
-        if any(k.startswith("controller.") for k in changed):
-            self.controller.config = self._controller_config(self.p)
         return None
 
     def _on_plan(self, plan: SplitPlan) -> None:
@@ -443,7 +454,8 @@ class DroneNode(Node):
         with self._cmd_lock:
             self._last_result_ns = now_ns
             self._hovering = False
-            cmd = self.controller.update(d.collision_prob, d.steering, stamp_ns, self._heading_error(), provisional)
+            cmd = self.controller.update(d.collision_prob, d.steering, stamp_ns, self._heading_error(), provisional,
+                                         age_s=(now_ns - stamp_ns) / 1e9)
         if cmd.reason != "stale":
             self._publish_command(cmd.forward_speed, cmd.yaw_rate, frame.msg.header)
 
