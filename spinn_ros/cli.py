@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("spinn_ros.core.profiler", "profile head/tail times and wire bytes for the scheduler"),
     "fly": ("spinn_ros.mission", "fly one simulated course closed-loop: progress, summary, plot, recording"),
     "demo": ("spinn_ros.demo", "simulated camera frames through the drone node, printing its decisions"),
+    "certs": ("spinn_ros.certs", "make the CA, cloud and per-drone certificates of the secured Zenoh link"),
     "launch": ("spinn_ros.launcher", "bring up nodes from a launch spec without ros2 launch"),
 }
 

@@ -115,6 +115,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                     help="parameter override for a node (sim, drone, cloud, monitor), e.g. sim.goal_radius=10 or "
                          "drone.controller.max_forward_speed=1.5; repeatable")
+    ap.add_argument("--security", choices=("mtls", "plain"), default="mtls",
+                    help="mtls (default): the drone<->cloud link with mutual TLS and the cloud's access control, "
+                         "certificates made into OUT/certs; plain: unauthenticated TCP (a warning)")
     ap.add_argument("--stress-cpus", type=int, default=0, metavar="N",
                     help="stress test: N busy-loop processes run from start-up to the end of the flight")
     ap.add_argument("--stall-drone", default="", metavar="MS@S",
@@ -529,6 +532,7 @@ class Flight:
         self.listener = None
         self.domain: int | None = None
         self.hogs: CpuHogs | None = None
+        self.certs_dir = (out / "certs").resolve()
         self.staller: DroneStaller | None = None
 
     # -- helpers
@@ -575,6 +579,8 @@ class Flight:
         # the simulator runs (hovering) while the other nodes start: its own limit leaves room for that,
         # the mission ends the flight max_time after take-off
         overrides.setdefault("sim", {}).setdefault("max_duration_s", float(o.max_time) + STARTUP_ALLOWANCE_S)
+        for node in ("drone", "cloud", "monitor"):
+            overrides.setdefault(node, {}).update(self.security_params(node, overrides.get(node, {})))
         checkpoint = o.checkpoint if o.checkpoint == "default" or o.checkpoint.startswith("random:") \
             else str(Path(o.checkpoint).resolve())
         specs = launch_spec.flight(course_seed=o.seed, course_kind=o.kind, real_time_factor=1.0,
@@ -582,6 +588,24 @@ class Flight:
                                    sla=str(Path(o.sla).resolve()) if o.sla else "", with_monitor=not o.no_monitor,
                                    overrides=overrides)
         return specs
+
+    def security_params(self, node: str, given: dict) -> dict:
+        """The link's security for ``node``: plain (said loudly), or mtls with this run's certificates."""
+        if self.opts.security == "plain":
+            return {"zenoh.security": "plain"}
+        return {"zenoh.certs": given.get("zenoh.certs", str(self.certs_dir))}
+
+    def make_certs(self, cloud_host: str) -> str:
+        """The run's CA and certificates (cloud, the drone 'default' and its monitor) in OUT/certs, unless
+        --set gives the nodes a directory of their own; returns the endpoint's scheme."""
+        from .certs import ensure_certs
+
+        if self.opts.security == "plain":
+            self.say("WARNING: --security plain: the drone<->cloud link has no authentication and no access control")
+            return "tcp"
+        if "zenoh.certs" not in self.opts.overrides.get("cloud", {}):
+            ensure_certs(self.certs_dir, ["default"], [cloud_host])
+        return "tls"
 
     # -- the episode
     def run(self) -> FlightLog:
@@ -604,13 +628,13 @@ class Flight:
                 self.link = EmulatedLink(prefix=pid_prefix("spinnfly"), **{k: v for k, v in GOOD_LINK.items()},
                                          outage_mode=o.outage_mode)
                 self.link.open()
-                endpoint = f"tcp/{self.link.cloud_ip}:7447"
+                endpoint = f"{self.make_certs(self.link.cloud_ip)}/{self.link.cloud_ip}:7447"
                 self.netns = NetnsSwitch(self.link.ns("drone"))
                 self.say(f"link emulation: cloud in netns {self.link.ns('cloud')} ({self.link.cloud_ip}), drone side "
                          f"in {self.link.ns('drone')} ({self.link.drone_ip}); trace {self.trace.name!r} "
                          f"({self.trace.duration_s:.0f} s from take-off)")
             else:
-                endpoint = f"tcp/127.0.0.1:{free_port()}"
+                endpoint = f"{self.make_certs('127.0.0.1')}/127.0.0.1:{free_port()}"
             specs = self.specs(endpoint)
             self._fly(specs, domain)
         finally:

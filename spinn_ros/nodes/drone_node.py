@@ -81,7 +81,7 @@ PARAMS = [
           in_range(1, 64), read_only=True),
     Param("cloud.encoding", "u8-lz4", "split tensor encoding on the wire: <f32|f16|u8>-<none|lz4|zstd>",
           one_of(*ENCODINGS)),
-    *zenoh_params(connect="tcp/127.0.0.1:7447"),
+    *zenoh_params(connect="tls/127.0.0.1:7447"),
     Param("controller.max_forward_speed", 1.0, "forward speed at collision probability 0, m/s",
           in_range(0.0, 20.0)),
     Param("controller.max_yaw_rate", 1.0, "yaw rate at |steering| = 1, rad/s", in_range(0.0, 10.0)),
@@ -176,6 +176,7 @@ class DroneNode(Node):
         self.frames_in = diag.RateCounter(now)
         self.results_out = diag.RateCounter(now)
         self.rejected = 0
+        self.no_reply = 0         # offloads that ended with no reply at all, before their timeout
         self.exit_hist = np.zeros(self.model.num_exits, dtype=np.int64)
         self.source_hist = np.zeros(3, dtype=np.int64)     # by InferenceResult.SOURCE_*
         self._seq = 0
@@ -206,10 +207,11 @@ class DroneNode(Node):
 
     # -- set-up -----------------------------------------------------------------------------
     def _open_link(self, p: dict):
-        from ..transport.zenoh_link import DroneLink, settings_from_params
+        from ..transport.zenoh_link import NO_REPLY, DroneLink, key_name, settings_from_params
 
-        try:
-            settings = settings_from_params(p)
+        self._no_reply_reason = NO_REPLY
+        try:   # its certificate's name is its tail key's: the cloud lets it query that key only
+            settings = settings_from_params(p, key_name(self.get_namespace()), self.get_logger().warn)
         except ValueError as exc:
             raise ParameterError(f"zenoh parameters: {exc}") from exc
         return DroneLink(settings, self.get_namespace(), self._on_clouds)
@@ -389,6 +391,8 @@ class DroneNode(Node):
         if job is None:
             return      # late (already finished on the device) or unknown: discarded
         if reply is None:
+            if why == self._no_reply_reason:
+                self.no_reply += 1      # silent: denied, oversized or nobody serving the key (not a slow cloud)
             self.get_logger().warn(f"offload of frame {job.frame.seq} failed: {why}", throttle_duration_sec=5.0)
             self._finish_on_device(job)
             return
@@ -496,7 +500,7 @@ class DroneNode(Node):
             "offloads_sent": c.sent, "offloads_in_flight": self.tracker.in_flight,
             "offloads_late": c.late, "offloads_failed": c.failed, "offloads_expired": c.expired,
             "offload_skipped_no_cloud": c.skipped_no_cloud, "offload_skipped_full": c.skipped_full,
-            "offload_skipped_late": c.skipped_late,
+            "offload_skipped_late": c.skipped_late, "offloads_no_reply": self.no_reply,
             "cloud_alive": sorted(self.link.clouds.alive) if self.link else "disabled",
             "split_point": self.policy.split,
             "exit_threshold": self.policy.threshold,
