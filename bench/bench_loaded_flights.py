@@ -49,7 +49,7 @@ def fly(out: Path, seed: int, mode: str, condition: str) -> dict:
         return {**row, "end": f"failed ({proc.returncode}): {proc.stderr.strip()[-200:]}", "collisions": None}
     o = s["outcome"]
     return {**row, "end": o["end_reason"], "collisions": o["collisions"], "goal": o["reached_goal"],
-            "distance_m": round(o["distance_flown_m"], 1), "answer_age_p50_ms": s["drone_latency_ms"]["p50"]}
+            "distance_m": round(o["distance_flown_m"], 1), "answer_age_p50_ms": s["drone_latency_ms"].get("final_p50")}
 
 
 def main(argv: list[str] | None = None) -> int:
