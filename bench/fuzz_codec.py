@@ -104,19 +104,18 @@ class Mutator:
     def extend(self, b):
         return b + bytes(self.rng.integers(0, 256, int(self.rng.integers(1, 64)), dtype=np.uint8))
 
-    def edge_field(self, b):
-        if len(b) >= 4:
-            i = self._pos(b) & ~3
-            if i + 4 <= len(b):
-                b[i:i + 4] = struct.pack("<I", EDGE_U32[int(self.rng.integers(len(EDGE_U32)))])
+    def _overwrite_word(self, b, word: bytes):
+        """``word`` (4 bytes) over an aligned word: where the header's lengths, ids and floats are."""
+        i = self._pos(b) & ~3
+        if i + 4 <= len(b):
+            b[i:i + 4] = word
         return b
 
+    def edge_field(self, b):
+        return self._overwrite_word(b, struct.pack("<I", EDGE_U32[int(self.rng.integers(len(EDGE_U32)))]))
+
     def edge_float(self, b):
-        if len(b) >= 4:
-            i = self._pos(b) & ~3
-            if i + 4 <= len(b):
-                b[i:i + 4] = struct.pack("<f", EDGE_F32[int(self.rng.integers(len(EDGE_F32)))])
-        return b
+        return self._overwrite_word(b, struct.pack("<f", EDGE_F32[int(self.rng.integers(len(EDGE_F32)))]))
 
     def splice(self, b):
         other = self.corpus[int(self.rng.integers(len(self.corpus)))]
