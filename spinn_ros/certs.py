@@ -24,15 +24,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .transport.zenoh_link import monitor_name
+
 DEFAULT_DIR = "~/.spinn/certs"
 CLOUD = "cloud"
 DAYS_CA, DAYS_LEAF = 3650, 825
 EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
-
-
-def monitor_name(drone: str) -> str:
-    """The common name of a drone's monitor: it reads the cloud's keys, never a tail key."""
-    return f"{drone}-monitor"
 
 
 def _openssl(*args: str) -> None:

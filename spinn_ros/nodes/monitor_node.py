@@ -123,11 +123,10 @@ class MonitorNode(Node):
         return Scheduler(PerformanceModel(device, cloud, calibration), sla, p["strategy"]), model_id
 
     def _open_link(self, p: dict):
-        from ..certs import monitor_name
-        from ..transport.zenoh_link import MonitorLink, key_name, settings_from_params
+        from ..transport.zenoh_link import MonitorLink, monitor_name, settings_from_params
 
         try:   # its own identity: it may read the cloud's keys, never query a drone's tail
-            settings = settings_from_params(p, monitor_name(key_name(self.get_namespace())), self.get_logger().warn)
+            settings = settings_from_params(p, monitor_name(self.get_namespace()), self.get_logger().warn)
         except ValueError as exc:
             raise ParameterError(f"zenoh parameters: {exc}") from exc
         return MonitorLink(settings, self._on_load, self._on_clouds)

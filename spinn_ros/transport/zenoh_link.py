@@ -12,7 +12,8 @@ cloud server's name):
 
 Security (``security="mtls"``, the nodes' default): the cloud is a Zenoh router listening
 on ``tls/`` only, requiring client certificates signed by the CA (``spinn certs``); drones
-and monitors are clients with their own certificate (CN = their name). The router's
+and monitors are peers that neither listen nor gossip, each with its own certificate
+(CN = its name: the drone's tail-key name, ``<drone>-monitor`` for its monitor). The router's
 access control denies by default and lets drone X query only ``<p>/tail/X`` and see only
 the cloud's liveliness, load and probe keys; nobody but the cloud (the router's own
 session, which no rule filters) declares a queryable or a cloud token. A denied query is
@@ -45,6 +46,11 @@ def key_name(ns: str) -> str:
     """A ROS namespace or node name as one key-expression chunk ('/' and wildcards removed)."""
     name = _NAME.sub("_", ns.strip("/"))
     return name or "default"
+
+
+def monitor_name(drone: str) -> str:
+    """The certificate name of a drone's monitor: it reads the cloud's keys, never a tail key."""
+    return f"{key_name(drone)}-monitor"
 
 
 def tail_key(prefix: str, drone: str) -> str:
@@ -107,7 +113,8 @@ class ZenohSettings:
             raise ValueError("zenoh security mtls needs this node's certificate name (identity)")
         missing = [str(p) for p in self.tls_files().values() if not p.is_file()]
         if missing:
-            raise ValueError(f"zenoh security mtls: missing {', '.join(missing)}; create them with "
+            raise ValueError(f"zenoh security mtls: missing {', '.join(missing)} (certificate directory "
+                             f"zenoh.certs={self.certs_dir!r}); create them with "
                              f"`spinn certs --out {self.certs_dir} --drone <drone name>` (the drone's name is its "
                              f"namespace, 'default' without one), or set zenoh.security to plain (no "
                              f"authentication, anyone on the network can talk to it)")
@@ -145,7 +152,6 @@ class ZenohSettings:
             conf.insert_json5(path, json.dumps(value))
         return conf
 
-
     def _security_entries(self) -> dict:
         if self.security != "mtls":
             return {}
@@ -179,8 +185,6 @@ def access_control(prefix: str, drones: tuple[str, ...]) -> dict:
     """The cloud router's rules: default deny; drones and their monitors may subscribe to and query
     the cloud's keys and receive what the cloud says there; drone X may query ``<p>/tail/X`` and
     receive its replies. Nothing lets a client declare a queryable, a cloud token, or put a load."""
-    from ..certs import monitor_name
-
     cloud_keys = [alive_key(prefix), load_key(prefix), probe_key(prefix)]
     rules = [
         {"id": "read-cloud-in", "permission": "allow", "flows": ["ingress"], "key_exprs": cloud_keys,
