@@ -5,7 +5,11 @@ Flies seeded forest courses with ``spinn fly`` while busy loops take both cores
 camera delivering late and the drone node frozen at intervals); reports per condition how
 many flights reached the goal, hit the time limit, or collided (target: 0 collisions).
 
-    .venv/bin/python bench/bench_loaded_flights.py [--seeds 1-10] [--modes spinn,device-only] [--stale]
+    .venv/bin/python bench/bench_loaded_flights.py [--seeds 1-10] [--modes spinn,device-only]
+        [--conditions loaded[,loaded+stale,idle]]
+
+``idle`` flies the same courses without stress, so that a collision under load can be told
+apart from a course the model cannot fly at all (reported as ``collided_also_idle``).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # the CI flights' course and drone (test/test_flight.py): ~10 m of forest, a drone 4x slower than the profile
 COMMON = ("--kind", "forest", "--max-time", "30", "--slowdown", "4", "--set", "sim.goal_radius=10")
 CONDITIONS = {
+    "idle": (),         # the same courses on a quiet machine: a collision here is the model's, not the load's
     "loaded": ("--stress-cpus", "2"),
     "loaded+stale": ("--stress-cpus", "2", "--set", "sim.camera.latency_s=0.45", "--stall-drone", "300@2"),
 }
@@ -52,13 +57,21 @@ def fly(out: Path, seed: int, mode: str, condition: str) -> dict:
             "distance_m": round(o["distance_flown_m"], 1), "answer_age_p50_ms": s["drone_latency_ms"].get("final_p50")}
 
 
+def idle_collision(rows: list[dict], row: dict) -> bool:
+    """Whether the same seed and mode also collided without stress in this run."""
+    return any(r["condition"] == "idle" and r["seed"] == row["seed"] and r["mode"] == row["mode"] and r["collisions"]
+               for r in rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="1-10", help="course seeds, e.g. 1-10 (default)")
     ap.add_argument("--modes", default="spinn,device-only")
-    ap.add_argument("--stale", action="store_true", help="also fly every seed and mode with stale answers")
+    ap.add_argument("--conditions", default="loaded", help=f"comma-separated, of {', '.join(CONDITIONS)}")
     opts = ap.parse_args(argv)
-    conditions = ["loaded", *(["loaded+stale"] if opts.stale else [])]
+    conditions = opts.conditions.split(",")
+    if set(conditions) - set(CONDITIONS):
+        ap.error(f"--conditions takes {', '.join(CONDITIONS)}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="spinn-loaded-") as tmp:
         for condition in conditions:
@@ -75,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                            "goal": sum(1 for r in mine if r.get("goal")),
                            "time_limit": sum(1 for r in mine if r["end"] == "time_limit"),
                            "collided": sum(1 for r in mine if r["collisions"]),
+                           "collided_also_idle": sum(1 for r in mine if r["collisions"] and idle_collision(rows, r)),
                            "failed": sum(1 for r in mine if r["collisions"] is None)})
     print_table(totals, title="loaded flights (target: 0 collided)")
     write_json("loaded_flights", {"totals": totals, "flights": rows})
