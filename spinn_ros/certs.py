@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="remake everything, the CA included")
     opts = ap.parse_args(argv)
     drones = [d.strip() for item in opts.drone for d in item.split(",") if d.strip()] or ["default"]
-    bad = [d for d in drones if not d.replace("-", "").replace("_", "").isalnum()]
+    bad = [d for d in drones if not re.fullmatch(r"[A-Za-z0-9_\-]+", d)]
     if bad:
         print(f"spinn certs: drone names are tail-key chunks (letters, digits, '-', '_'): {bad}", file=sys.stderr)
         return 2
