@@ -64,3 +64,21 @@ def test_age_factor_bounds_and_config_checks():
         ControllerConfig(slow_age_s=0.5, max_age_s=0.5)
     with pytest.raises(ValueError, match="slow_age_s"):
         ControllerConfig(slow_age_s=-0.1)
+
+
+def test_an_old_answer_while_turning_slows_by_the_turn_since_its_frame():
+    """Answers 250 ms old while yawing at 1 rad/s: the drone has turned 0.25 rad since each frame
+    (commanded all along), so it flies at (0.3 - 0.25) / (0.3 - 0.05) = 20 %."""
+    cfg = ControllerConfig(max_forward_speed=1.0, max_yaw_rate=1.0, speed_alpha=1.0, yaw_alpha=1.0,
+                           slow_age_s=0.5, max_age_s=1.0, turn_slow_rad=0.05, turn_max_rad=0.3)
+    turning = FakeCamera(DroNetController(cfg))
+    speeds = [turning.answer(0.0, delay_ms=250, steering=-1.0).forward_speed for _ in range(20)]
+    assert speeds[0] == 1.0, "nothing commanded before the first frame: no turn"
+    assert speeds[-1] == pytest.approx(0.2) and turning.ctl.turned_since(0, 10**12) > 0
+    fresh = FakeCamera(DroNetController(cfg))
+    assert [fresh.answer(0.0, delay_ms=20, steering=-1.0).forward_speed for _ in range(20)][-1] == 1.0
+    straight = FakeCamera(DroNetController(cfg))
+    assert [straight.answer(0.0, delay_ms=250).forward_speed for _ in range(20)][-1] == 1.0, "old, not turning"
+    ctl = turning.ctl
+    ctl.hover()
+    assert ctl.turned_since(0, 10**12) == 0.0, "a hover holds still"

@@ -104,6 +104,10 @@ PARAMS = [
           in_range(0.0, 10.0)),
     Param("controller.max_age_s", 0.6, "answers this old or older make the drone hover, seconds; "
           "must exceed controller.slow_age_s", in_range(0.01, 10.0, lo_open=True)),
+    Param("controller.turn_slow_rad", 0.05, "turned more than this since an answer's frame (commanded yaw): "
+          "slower, rad", in_range(0.0, 3.2)),
+    Param("controller.turn_max_rad", 0.3, "turned this far since an answer's frame: hover, rad; must exceed "
+          "controller.turn_slow_rad", in_range(0.0, 3.2, lo_open=True)),
     Param("goal.enabled", False, "steer toward goal.x, goal.y as well (needs odometry on 'odom')", read_only=True),
     Param("goal.x", 0.0, "goal x in the odometry frame, m", read_only=True),
     Param("goal.y", 0.0, "goal y in the odometry frame, m", read_only=True),
@@ -247,9 +251,10 @@ class DroneNode(Node):
 
     @staticmethod
     def _controller_config(p: dict) -> ControllerConfig:
-        if p["controller.max_age_s"] <= p["controller.slow_age_s"]:
-            raise ParameterError(f"parameter 'controller.max_age_s'={p['controller.max_age_s']!r} is invalid: must "
-                                 f"exceed controller.slow_age_s={p['controller.slow_age_s']!r}")
+        for upper, lower in (("max_age_s", "slow_age_s"), ("turn_max_rad", "turn_slow_rad")):
+            if p[f"controller.{upper}"] <= p[f"controller.{lower}"]:
+                raise ParameterError(f"parameter 'controller.{upper}'={p[f'controller.{upper}']!r} is invalid: "
+                                     f"must exceed controller.{lower}={p[f'controller.{lower}']!r}")
         return ControllerConfig(**{k.split(".", 1)[1]: v for k, v in p.items() if k.startswith("controller.")})
 
     def _apply_params(self, changed: dict) -> str | None:
