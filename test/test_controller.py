@@ -19,7 +19,10 @@ class FakeCamera:
     def answer(self, p: float, delay_ms: float, steering: float = 0.0):
         self.stamp_ns += 50 * MS
         now_ns = self.stamp_ns + int(delay_ms * MS)
-        return self.ctl.update(p, steering, self.stamp_ns, age_s=(now_ns - self.stamp_ns) / 1e9)
+        cmd = self.ctl.update(p, steering, self.stamp_ns, age_s=(now_ns - self.stamp_ns) / 1e9)
+        if cmd.reason != "stale":
+            self.ctl.commanded(now_ns, cmd.yaw_rate)    # as the drone node reports what it sent
+        return cmd
 
 
 def test_fresh_answers_fly_at_the_filtered_speed():

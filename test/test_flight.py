@@ -195,6 +195,7 @@ def check_commands_follow_controller(flight: dict, name: str) -> None:
         assert per_stamp[stamp], f"{name}: command for frame {stamp} without a result before it"
         r = per_stamp[stamp].popleft()
         cmd = ctl.update(r[4], r[5], round(stamp * 1e9), provisional=r[2], age_s=r[8] / 1e3)
+        ctl.commanded(round(stamp * 1e9) + round(r[8] * 1e6), wz)     # the yaw actually sent (goal term included)
         if r[4] >= config.critical_collision:
             assert vx == 0.0, f"{name}: collision probability {r[4]:.2f} but forward speed {vx}"
         if i < warmup:

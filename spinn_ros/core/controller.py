@@ -27,10 +27,10 @@ on what it saw half a second ago at full speed has flown half a metre blind; a b
 computer (or a stalled camera) must cost speed, not a collision. An old answer is worse
 while the drone turns: it describes a view the drone no longer faces (stopped at a pillar
 and searching, a "clear" frame from before the turn led it into the pillar). So the speed
-is also scaled by how far the drone has turned since the frame: the yaw rates this
-controller commanded since its stamp, integrated up to now (stamp + age), full up to
-``turn_slow_rad``, nothing from ``turn_max_rad`` on. Both come from the controller's own
-inputs and outputs, so a flight's commands replay exactly from its results.
+is also scaled by how far the drone has turned since the frame: the yaw rates commanded
+since its stamp (the caller reports each command it sends: :meth:`commanded`), integrated
+up to now (stamp + age), full up to ``turn_slow_rad``, nothing from ``turn_max_rad`` on.
+A replay that reports the recorded commands gets the same speeds.
 """
 from __future__ import annotations
 
@@ -132,9 +132,11 @@ class DroNetController:
                 cmd = Command(0.0, 0.0, stamp_ns, "hover")
             elif factor < 1.0:
                 cmd = Command(cmd.forward_speed * factor, cmd.yaw_rate, stamp_ns, "track")
-        if cmd.reason != "stale":
-            self._yaw_log.append((now_ns, cmd.yaw_rate))
         return cmd
+
+    def commanded(self, now_ns: int, yaw_rate: float) -> None:
+        """The caller sent a command with this yaw rate at ``now_ns`` (the clock of the stamps)."""
+        self._yaw_log.append((now_ns, yaw_rate))
 
     def turned_since(self, stamp_ns: int, now_ns: int) -> float:
         """Radians the commanded yaw rates turned the drone from ``stamp_ns`` to ``now_ns`` (each command

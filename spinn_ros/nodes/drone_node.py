@@ -465,6 +465,8 @@ class DroneNode(Node):
             self._hovering = False
             cmd = self.controller.update(d.collision_prob, d.steering, stamp_ns, self._heading_error(), provisional,
                                          age_s=(now_ns - stamp_ns) / 1e9)
+            if cmd.reason != "stale":
+                self.controller.commanded(now_ns, cmd.yaw_rate)     # the turn since a frame slows old answers
         if cmd.reason != "stale":
             self._publish_command(cmd.forward_speed, cmd.yaw_rate, frame.msg.header)
 
