@@ -44,18 +44,22 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def cloud_link(ref: str, max_batch: int, max_wait_ms: float):
-    """A `spinn cloud` server process on a free loopback port and a DroneLink that sees it."""
+def cloud_link(ref: str, max_batch: int, max_wait_ms: float, certs: str = ""):
+    """A `spinn cloud` server process on a free loopback port and a DroneLink that sees it: plain TCP,
+    or with ``certs`` (a `spinn certs` directory with a drone 'bench') mutual TLS and access control."""
     port = free_port()
+    scheme, security = ("tls", ["--certs", certs, "--allow-drone", "bench"]) if certs else ("tcp", ["--security", "plain"])
+    endpoint = f"{scheme}/127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "spinn_ros.cli", "cloud", "--checkpoint", ref, "--listen",
-                             f"tcp/127.0.0.1:{port}", "--max-batch", str(max_batch), "--max-wait-ms",
+                             endpoint, *security, "--max-batch", str(max_batch), "--max-wait-ms",
                              str(max_wait_ms), "--stats-period", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     link = None
     try:
         if not any("serving model" in line for line in proc.stdout):
             raise RuntimeError(f"cloud server did not start (exit {proc.wait()})")
-        link = DroneLink(ZenohSettings(connect=(f"tcp/127.0.0.1:{port}",)), "bench")
+        tls = {"security": "mtls", "certs_dir": certs, "identity": "bench"} if certs else {}
+        link = DroneLink(ZenohSettings(connect=(endpoint,), **tls), "bench")
         while not link.cloud_available:
             time.sleep(0.05)
         yield link

@@ -226,7 +226,8 @@ class LiveSystem:
 
     def __init__(self, link, ros, setup: Setup, recorder: Recorder):
         self.link, self.ros, self.setup, self.recorder = link, ros, setup, recorder
-        self.zenoh = {"zenoh.connect": f"tcp/{link.cloud_ip}:{PORT}"}
+        # plain: this compares planners against the profiled plain network (bench_tls.py measures TLS's cost)
+        self.zenoh = {"zenoh.connect": f"tcp/{link.cloud_ip}:{PORT}", "zenoh.security": "plain"}
         self.monitor = None
         self.monitor_started = 0.0     # the monitor process started (its plans arrive after this)
         self.first_plan_t = 0.0        # its first plan arrived (device only until the link is measured)
@@ -235,7 +236,7 @@ class LiveSystem:
     def start_cloud(self) -> None:
         proc = self.link.popen("cloud", [sys.executable, "-m", "spinn_ros.cli", "cloud", "--checkpoint",
                                          self.setup.checkpoint, "--listen", f"tcp/{self.link.cloud_ip}:{PORT}",
-                                         "--stats-period", "0"],
+                                         "--security", "plain", "--stats-period", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:
             if "serving model" in line:

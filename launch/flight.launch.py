@@ -1,5 +1,5 @@
 """ros2 launch spinn_ros flight.launch.py [course_seed:=7] [course_kind:=walls] [mode:=spinn]
-[checkpoint:=default] [cloud_endpoint:=tcp/127.0.0.1:7447] [sla:=...]
+[checkpoint:=default] [cloud_endpoint:=tls/127.0.0.1:7447] [sla:=...]
 
 One drone flying a simulated course: the simulator, the drone node on its camera and
 command topics (sim time), the cloud node and, when the package has one, the monitor.

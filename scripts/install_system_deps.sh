@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # System packages for link emulation (spinn_ros.linkemu): network namespaces and tbf
 # (iproute2), loss and NFQUEUE rules (iptables), and what the NetfilterQueue sdist builds
-# against (libnetfilter-queue-dev, a C compiler, Python headers); and shellcheck, which
-# test/test_deployment.py runs on every shell script.
+# against (libnetfilter-queue-dev, a C compiler, Python headers); shellcheck, which
+# test/test_deployment.py runs on every shell script; openssl for `spinn certs` (the
+# secured drone<->cloud link's certificates).
 # Idempotent: installs only what is missing, and runs `apt-get update` only then.
 # The Python side: pip install -r requirements-linkemu.txt
 set -euo pipefail
 
-PACKAGES=(iproute2 iptables libnetfilter-queue-dev build-essential python3-dev shellcheck)
+PACKAGES=(iproute2 iptables libnetfilter-queue-dev build-essential python3-dev shellcheck openssl)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("spinn_ros.core.onnx_export", "export every stage and exit head to ONNX, with a manifest tied to the model id"),
     "fly": ("spinn_ros.mission", "fly one simulated course closed-loop: progress, summary, plot, recording"),
     "demo": ("spinn_ros.demo", "simulated camera frames through the drone node, printing its decisions"),
+    "certs": ("spinn_ros.certs", "make the CA, cloud and per-drone certificates of the secured Zenoh link"),
     "launch": ("spinn_ros.launcher", "bring up nodes from a launch spec without ros2 launch"),
     "export-world": ("spinn_ros.sim.sdf", "write a seeded course as a Gazebo (gz-sim) SDF world"),
     "smoke": ("spinn_ros.smoke", "one camera frame through a real drone node (the check after an install)"),

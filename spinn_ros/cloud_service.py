@@ -4,11 +4,15 @@
 node (spinn_ros/nodes/cloud_node.py) wraps the very same class and adds parameters
 and /diagnostics.
 
-    spinn cloud --listen tcp/0.0.0.0:7447 [--checkpoint default] [--max-batch 8]
+    spinn cloud --listen tls/0.0.0.0:7447 --allow-drone drone1 [--certs DIR] [--checkpoint default]
+
+Secured by default (mutual TLS, access control; certificates from ``spinn certs``);
+``--security plain`` (with tcp/ endpoints) turns that off, with a warning.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -17,10 +21,11 @@ from typing import Callable
 
 import torch
 
+from .certs import CLOUD, DEFAULT_DIR
 from .core.backend import BACKENDS, DEFAULT_BACKEND, staged_model
 from .core.model_ref import load_model
 from .core.tail_server import TailServer
-from .transport.zenoh_link import CloudEndpoint, IncomingQuery, ZenohSettings
+from .transport.zenoh_link import SECURITY, CloudEndpoint, IncomingQuery, ZenohSettings
 
 
 class CloudService:
@@ -65,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--listen", action="append", default=[], help="endpoint to listen on (repeatable)")
     ap.add_argument("--connect", action="append", default=[], help="endpoint to connect to (repeatable)")
     ap.add_argument("--key-prefix", default="spinn")
+    ap.add_argument("--security", choices=SECURITY, default="mtls",
+                    help="mtls (default): TLS with client certificates and per-drone access control; plain: none")
+    ap.add_argument("--certs", default=os.environ.get("SPINN_CERTS", DEFAULT_DIR),
+                    help="certificate directory (spinn certs; default $SPINN_CERTS, else %(default)s)")
+    ap.add_argument("--allow-drone", action="append", default=[],
+                    help="a drone allowed in (its cert's CN; repeatable or comma-separated; default: default)")
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--max-wait-ms", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=1, help="torch (or onnxruntime) threads for the tails")
@@ -73,11 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stats-period", type=float, default=5.0, help="seconds between status lines (0: none)")
     opts = ap.parse_args(argv)
     if not opts.listen and not opts.connect:
-        opts.listen = ["tcp/0.0.0.0:7447"]
+        opts.listen = [f"{'tls' if opts.security == 'mtls' else 'tcp'}/0.0.0.0:7447"]
+    drones = tuple(d.strip() for item in opts.allow_drone for d in item.split(",") if d.strip()) or ("default",)
     torch.set_num_threads(opts.threads)
     try:
         settings = ZenohSettings(mode=opts.mode, listen=tuple(opts.listen), connect=tuple(opts.connect),
-                                 key_prefix=opts.key_prefix)
+                                 key_prefix=opts.key_prefix, security=opts.security, certs_dir=opts.certs,
+                                 identity=CLOUD, allowed_drones=drones)
+        if opts.security == "plain":
+            print("spinn cloud: WARNING: --security plain: no authentication, no access control", flush=True)
         service = CloudService(opts.checkpoint, settings, opts.name, max_batch=opts.max_batch,
                                max_wait_ms=opts.max_wait_ms, log=lambda m: print(m, flush=True),
                                backend=opts.backend, threads=opts.threads)

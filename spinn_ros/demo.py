@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from .ros.harness import RosHarness, domain_id_for_run, wait_until
     from .ros.images import fill_image
 
-    overrides = {"checkpoint": opts.checkpoint}
+    overrides = {"checkpoint": opts.checkpoint, "cloud.enabled": False}     # the drone alone: no cloud to reach
     if opts.threshold is not None:
         overrides["exit_threshold"] = opts.threshold
     spec = launch_spec.drone(camera_topic="/camera/image_raw", overrides=overrides)[0]

@@ -258,7 +258,7 @@ FLIGHT_SEARCH_YAW = 0.5     # rad/s: stopped with nothing to choose between, tur
 
 def flight(course_seed: int = -1, course_kind: str = "", real_time_factor: float = 1.0, checkpoint: str = "",
            mode: str = "spinn", split_point: int = -2, exit_threshold: float = -1.0,
-           cloud_endpoint: str = "tcp/127.0.0.1:7447", sla: str = "", with_monitor: bool = True,
+           cloud_endpoint: str = "tls/127.0.0.1:7447", sla: str = "", with_monitor: bool = True,
            overrides: dict | None = None) -> list[NodeSpec]:
     """One drone flying a simulated course: sim + drone (+ cloud and monitor unless device-only).
 

@@ -35,6 +35,7 @@ import math
 import os
 import signal
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -114,6 +115,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                     help="parameter override for a node (sim, drone, cloud, monitor), e.g. sim.goal_radius=10 or "
                          "drone.controller.max_forward_speed=1.5; repeatable")
+    ap.add_argument("--security", choices=("mtls", "plain"), default="mtls",
+                    help="mtls (default): the drone<->cloud link with mutual TLS and the cloud's access control, "
+                         "certificates made into OUT/certs; plain: unauthenticated TCP (a warning)")
+    ap.add_argument("--stress-cpus", type=int, default=0, metavar="N",
+                    help="stress test: N busy-loop processes run from start-up to the end of the flight")
+    ap.add_argument("--stall-drone", default="", metavar="MS@S",
+                    help="stress test: freeze the drone node (SIGSTOP) for MS ms every S s of the flight, e.g. 300@2")
     ap.add_argument("--sim-exec", default="", help=argparse.SUPPRESS)   # tests: a script run as the simulator node
     opts = ap.parse_args(argv)
     try:
@@ -125,6 +133,58 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if opts.slowdown < 1.0:
         ap.error("--slowdown must be >= 1")
     return opts
+
+
+def parse_stall(text: str) -> tuple[float, float] | None:
+    """``--stall-drone MS@S`` as (stall seconds, period seconds); '' -> None."""
+    if not text:
+        return None
+    ms, sep, period = text.partition("@")
+    try:
+        stall, every = float(ms) / 1e3, float(period)
+    except ValueError:
+        stall, every = -1.0, -1.0
+    if not sep or not 0 < stall < every:
+        raise ValueError(f"--stall-drone takes MS@S with 0 < MS/1000 < S, e.g. 300@2; got {text!r}")
+    return stall, every
+
+
+class CpuHogs:
+    """``n`` busy-loop processes (a loaded flight computer), ended by pid."""
+
+    def __init__(self, n: int):
+        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait()
+        self.procs = []
+
+
+class DroneStaller:
+    """Freezes a process group (SIGSTOP) for ``stall_s`` every ``period_s``: a drone computer that
+    stops answering at intervals, so the controller acts on stale answers when it resumes."""
+
+    def __init__(self, pgid: int, stall_s: float, period_s: float):
+        self.pgid, self.stall_s, self.period_s = pgid, stall_s, period_s
+        self.stalls = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="drone-staller", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s - self.stall_s):
+            try:
+                os.killpg(self.pgid, signal.SIGSTOP)
+                self.stalls += 1
+                self._stop.wait(self.stall_s)
+            finally:
+                os.killpg(self.pgid, signal.SIGCONT)     # never leave it frozen (the teardown needs it)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict]:
@@ -471,6 +531,9 @@ class Flight:
         self._spinner = None
         self.listener = None
         self.domain: int | None = None
+        self.hogs: CpuHogs | None = None
+        self.certs_dir = (out / "certs").resolve()
+        self.staller: DroneStaller | None = None
 
     # -- helpers
     def _sink(self, line: str) -> None:
@@ -516,6 +579,8 @@ class Flight:
         # the simulator runs (hovering) while the other nodes start: its own limit leaves room for that,
         # the mission ends the flight max_time after take-off
         overrides.setdefault("sim", {}).setdefault("max_duration_s", float(o.max_time) + STARTUP_ALLOWANCE_S)
+        for node in ("drone", "cloud", "monitor"):
+            overrides.setdefault(node, {}).update(self.security_params(node, overrides.get(node, {})))
         checkpoint = o.checkpoint if o.checkpoint == "default" or o.checkpoint.startswith("random:") \
             else str(Path(o.checkpoint).resolve())
         specs = launch_spec.flight(course_seed=o.seed, course_kind=o.kind, real_time_factor=1.0,
@@ -523,6 +588,24 @@ class Flight:
                                    sla=str(Path(o.sla).resolve()) if o.sla else "", with_monitor=not o.no_monitor,
                                    overrides=overrides)
         return specs
+
+    def security_params(self, node: str, given: dict) -> dict:
+        """The link's security for ``node``: plain (said loudly), or mtls with this run's certificates."""
+        if self.opts.security == "plain":
+            return {"zenoh.security": "plain"}
+        return {"zenoh.certs": given.get("zenoh.certs", str(self.certs_dir))}
+
+    def make_certs(self, cloud_host: str) -> str:
+        """The run's CA and certificates (cloud, the drone 'default' and its monitor) in OUT/certs, unless
+        --set gives the nodes a directory of their own; returns the endpoint's scheme."""
+        from .certs import ensure_certs
+
+        if self.opts.security == "plain":
+            self.say("WARNING: --security plain: the drone<->cloud link has no authentication and no access control")
+            return "tcp"
+        if "zenoh.certs" not in self.opts.overrides.get("cloud", {}):
+            ensure_certs(self.certs_dir, ["default"], [cloud_host])
+        return "tls"
 
     # -- the episode
     def run(self) -> FlightLog:
@@ -538,6 +621,8 @@ class Flight:
                     **launch_spec.transport_environment()}
         os.environ.update(self.env)
         try:
+            if o.stress_cpus:
+                self.hogs = CpuHogs(o.stress_cpus)
             if self.trace is not None:
                 from .linkemu import EmulatedLink, pid_prefix, remove_stale
 
@@ -545,13 +630,13 @@ class Flight:
                 self.link = EmulatedLink(prefix=pid_prefix("spinnfly"), **{k: v for k, v in GOOD_LINK.items()},
                                          outage_mode=o.outage_mode)
                 self.link.open()
-                endpoint = f"tcp/{self.link.cloud_ip}:7447"
+                endpoint = f"{self.make_certs(self.link.cloud_ip)}/{self.link.cloud_ip}:7447"
                 self.netns = NetnsSwitch(self.link.ns("drone"))
                 self.say(f"link emulation: cloud in netns {self.link.ns('cloud')} ({self.link.cloud_ip}), drone side "
                          f"in {self.link.ns('drone')} ({self.link.drone_ip}); trace {self.trace.name!r} "
                          f"({self.trace.duration_s:.0f} s from take-off)")
             else:
-                endpoint = f"tcp/127.0.0.1:{free_port()}"
+                endpoint = f"{self.make_certs('127.0.0.1')}/127.0.0.1:{free_port()}"
             specs = self.specs(endpoint)
             self._fly(specs, domain)
         finally:
@@ -626,6 +711,10 @@ class Flight:
         late = time.monotonic() - self.t_takeoff
         self.startup["noticed_takeoff_after_s"] = round(late, 3)
         player = self.link.play(from_takeoff(self.trace, late)) if self.link is not None else None
+        stall = parse_stall(o.stall_drone)
+        if stall is not None:
+            drone_pid = next(p for p in self.procs if p.name == "spinn_drone").proc.pid   # its own process group
+            self.staller = DroneStaller(drone_pid, *stall)
         self.sim_takeoff = self.log.sim_time
         deadline = self.t_takeoff + o.max_time * 1.5 + 30.0
         next_line = self.t_takeoff
@@ -681,6 +770,10 @@ class Flight:
 
     def _teardown(self) -> None:
         errors = []
+        if self.staller is not None:
+            self.staller.close()
+        if self.hogs is not None:
+            self.hogs.close()
         if self.link is not None:
             try:
                 self.link.stop_trace()
@@ -862,6 +955,8 @@ def analyse(flight: Flight) -> tuple[dict, dict]:
         "startup": flight.startup,
         "nodes": {"exit_codes": flight.exit_codes, "clean": all(c == 0 for c in flight.exit_codes.values())},
         "notes": flight.notes,
+        "stress": {"cpu_hogs": flight.opts.stress_cpus, "drone_stalls": flight.staller.stalls if flight.staller else 0,
+                   "stall": flight.opts.stall_drone},
     }
     odom_t = [p[0] for p in log.odom]
 
@@ -889,7 +984,8 @@ def analyse(flight: Flight) -> tuple[dict, dict]:
                     "p": round(finals[s]["p"], 4) if s in finals else None,
                     "plan_id": finals[s]["plan_id"] if s in finals else None, "xy": where(s)} for s in frames],
         "results": [[rel(r["t"]), r["stamp"] / 1e9, r["provisional"], SOURCES[r["source"]], r["p"], r["steering"],
-                     r["exit"], r["seq"]] for r in sorted(log.results, key=lambda r: r["seq"]) if r["t"] <= t_end + 1.0],
+                     r["exit"], r["seq"], r["latency_ms"]]
+                    for r in sorted(log.results, key=lambda r: r["seq"]) if r["t"] <= t_end + 1.0],
         "plan_changes": [{"stamp": s / 1e9, "from": a, "to": b, "xy": where(s)} for s, a, b in plan_switches],
         "link_events": link_events,
         "odometry": [[round(v, 4) for v in p] for p in log.odom[::5]],
@@ -1036,6 +1132,11 @@ def main(argv: list[str] | None = None) -> int:
                         f"and here: {problem}.",
                         "Run as root (sudo), or fly without a trace: --trace none."]), file=sys.stderr)
             return 2
+    try:
+        parse_stall(opts.stall_drone)
+    except ValueError as exc:
+        print(f"spinn fly: {exc}", file=sys.stderr)
+        return 2
     if opts.checkpoint == "default":
         from .core.checkpoint import default_checkpoint_path
 

@@ -1,6 +1,7 @@
 """Shared fixtures. Every ROS test runs real nodes as separate processes over DDS."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # test helpers shared 
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+#: every drone name (namespace) a test flies with a cloud, and the linkemu cloud's address
+TEST_DRONES = ("default", "d1", "d2", "fuzzer", "rogue")
+LINKEMU_CLOUD_IP = "10.77.0.2"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def certs(tmp_path_factory) -> Path:
+    """The link is secured by default: one CA and certificates for every test drone (and monitor), made
+    with `spinn certs` and handed to every node this run starts through $SPINN_CERTS (the default of
+    their zenoh.certs parameter)."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("certs")
+    subprocess.run([sys.executable, "-m", "spinn_ros.cli", "certs", "--out", str(out), "--drone", ",".join(TEST_DRONES),
+                    "--san", LINKEMU_CLOUD_IP], check=True, capture_output=True)
+    os.environ["SPINN_CERTS"] = str(out)
+    return out
 
 
 @pytest.fixture

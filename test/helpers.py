@@ -123,6 +123,13 @@ class DroneIO:
         return out
 
 
+def drone_settings(certs, name: str, *endpoints: str, **kw):
+    """A secured drone end's settings (mutual TLS with the certificate ``name`` from ``certs``)."""
+    from spinn_ros.transport.zenoh_link import ZenohSettings
+
+    return ZenohSettings(connect=endpoints, security="mtls", certs_dir=str(certs), identity=name, **kw)
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now (for a test's own Zenoh endpoint)."""
     with socket.socket() as s:

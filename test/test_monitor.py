@@ -74,8 +74,8 @@ def drone_side():
 
 def start_system(link, ros):
     cloud = link.popen("cloud", [sys.executable, "-m", "spinn_ros.cli", "cloud", "--listen",
-                                 f"tcp/{link.cloud_ip}:{PORT}", "--stats-period", "0"])
-    zenoh = {"zenoh.connect": f"tcp/{link.cloud_ip}:{PORT}"}
+                                 f"tls/{link.cloud_ip}:{PORT}", "--stats-period", "0"])
+    zenoh = {"zenoh.connect": f"tls/{link.cloud_ip}:{PORT}"}
     drone, monitor = launch_spec.drone(camera_topic=CAMERA, overrides={
         **zenoh, "cloud.deadline_ms": DEADLINE_MS, "emulate.slowdown": SLOWDOWN})
     monitor = launch_spec.NodeSpec(**{**monitor.__dict__, "params": {

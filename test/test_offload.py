@@ -15,9 +15,9 @@ from spinn_ros.core.preprocess import to_model_input
 from spinn_ros.core.progressive import reference_decision
 from spinn_ros.msg import InferenceResult
 from spinn_ros.ros.harness import wait_until
-from spinn_ros.transport.zenoh_link import DroneLink, ZenohSettings
+from spinn_ros.transport.zenoh_link import DroneLink
 
-from helpers import DroneIO, FrameAccounting, diagnostics_value, free_port, image_msg, synthetic_frames
+from helpers import DroneIO, FrameAccounting, diagnostics_value, drone_settings, free_port, image_msg, synthetic_frames
 
 MODEL = "random:small:0"
 SPLIT = 3                 # two device exits before it, four in the cloud
@@ -26,7 +26,7 @@ SLACK_MS = 100.0          # DDS both ways + thread wake-ups on a loaded 2-core m
 
 
 def endpoint(port: int) -> str:
-    return f"tcp/127.0.0.1:{port}"
+    return f"tls/127.0.0.1:{port}"      # secured (mutual TLS, access control): certificates from conftest.certs
 
 
 def drone(ns: str, port: int, **overrides) -> launch_spec.NodeSpec:
@@ -37,14 +37,15 @@ def drone(ns: str, port: int, **overrides) -> launch_spec.NodeSpec:
 
 
 def cloud_node(port: int, **overrides) -> launch_spec.NodeSpec:
-    params = {"checkpoint": MODEL, "zenoh.listen": endpoint(port), "diagnostics_period_s": 0.25, **overrides}
+    params = {"checkpoint": MODEL, "zenoh.listen": endpoint(port), "diagnostics_period_s": 0.25,
+              "zenoh.allowed_drones": "d1,d2,fuzzer", **overrides}
     return launch_spec.cloud(overrides=params)[0]
 
 
 def cloud_server_argv(port: int) -> list[str]:
     """The ROS-free cloud (same service class), so a SIGKILL leaves no DDS state behind."""
     return [sys.executable, "-m", "spinn_ros.cli", "cloud", "--checkpoint", MODEL, "--listen", endpoint(port),
-            "--stats-period", "0"]
+            "--allow-drone", "d1", "--stats-period", "0"]
 
 
 def wait_cloud_used(io: DroneIO, start_sec: int, timeout: float = 30.0) -> FrameAccounting:
@@ -178,10 +179,10 @@ def test_two_drones_share_one_batching_cloud(ros):
     wait_until(lambda: mean_batch() > 1.0, 5, "batches of more than one request in the cloud's diagnostics")
 
 
-def test_cloud_survives_malformed_frames(ros):
+def test_cloud_survives_malformed_frames(ros, certs):
     port = free_port()
     cloud = ros.start(cloud_node(port))
-    link = DroneLink(ZenohSettings(connect=(endpoint(port),)), "fuzzer")
+    link = DroneLink(drone_settings(certs, "fuzzer", endpoint(port)), "fuzzer")
     try:
         wait_until(lambda: link.cloud_available, 30, "the cloud's liveliness token")
         model, model_id = load_model(MODEL)

@@ -18,13 +18,28 @@ drone may turn away from the goal: beyond it no yaw away from the goal is comman
 it cannot wander off along an obstacle it cannot pass (at a blocking wall it stops there).
 ``search_yaw_rate``: stopped in front of something with no side preferred, the drone
 turns at least this fast (within the cone) to look for a way around it.
+
+Stale answers: every answer comes with its age (camera stamp to now, on the clock the
+camera stamps with). The filters fold it in as usual, but the forward speed commanded is
+scaled by :func:`age_factor`: full up to ``slow_age_s``, falling linearly to nothing at
+``max_age_s``, and from there the drone hovers (no forward motion, no turn). A drone acting
+on what it saw half a second ago at full speed has flown half a metre blind; a busy flight
+computer (or a stalled camera) must cost speed, not a collision. An old answer is worse
+while the drone turns: it describes a view the drone no longer faces (stopped at a pillar
+and searching, a "clear" frame from before the turn led it into the pillar). So the speed
+is also scaled by how far the drone has turned since the frame: the yaw rates commanded
+since its stamp (the caller reports each command it sends: :meth:`commanded`), integrated
+up to now (stamp + age), full up to ``turn_slow_rad``, nothing from ``turn_max_rad`` on.
+A replay that reports the recorded commands gets the same speeds.
 """
 from __future__ import annotations
 
+import collections
 import math
 from dataclasses import dataclass
 
 SEARCH_LEAN = 0.1       # |steering| from which the network's side decides a stopped drone's search turn
+YAW_LOG = 64            # commands remembered for the turn since a frame (~4 s of frames at 15 Hz)
 
 
 @dataclass(frozen=True)
@@ -38,6 +53,10 @@ class ControllerConfig:
     goal_gain: float = 0.0              # rad/s of yaw per rad of heading error to the goal at p = 0; 0: off
     goal_cone: float = math.pi          # rad: never yaw further away from the goal beyond this; >= pi: no limit
     search_yaw_rate: float = 0.0        # rad/s: stopped with (almost) no steering, turn at least this fast; 0: off
+    slow_age_s: float = 0.25            # an answer older than this (camera stamp to now) slows the drone
+    max_age_s: float = 0.6              # ... and one this old or older makes it hover
+    turn_slow_rad: float = 0.05         # turned more than this since the answer's frame: slower ...
+    turn_max_rad: float = 0.3           # ... down to a hover at this much turn
 
     def __post_init__(self):
         checks = {
@@ -50,6 +69,10 @@ class ControllerConfig:
             "goal_gain": self.goal_gain >= 0,
             "goal_cone": self.goal_cone > 0,
             "search_yaw_rate": self.search_yaw_rate >= 0,
+            "slow_age_s": self.slow_age_s >= 0,
+            "max_age_s": self.max_age_s > self.slow_age_s,
+            "turn_slow_rad": self.turn_slow_rad >= 0,
+            "turn_max_rad": self.turn_max_rad > self.turn_slow_rad,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -61,7 +84,23 @@ class Command:
     forward_speed: float   # m/s, body x
     yaw_rate: float        # rad/s, ROS convention: positive turns left (counter-clockwise)
     stamp_ns: int          # source image stamp this command was computed from
-    reason: str            # "track", "stop", "hover"
+    reason: str            # "track", "stop", "hover", "stale" (an older frame's answer: nothing to publish)
+
+
+def age_factor(age_s: float, config: ControllerConfig) -> float:
+    """How much of the filtered forward speed an answer this old may command: 1 up to
+    ``slow_age_s``, linearly down to 0 at ``max_age_s`` (where the drone hovers)."""
+    if age_s <= config.slow_age_s:
+        return 1.0
+    return max(0.0, (config.max_age_s - age_s) / (config.max_age_s - config.slow_age_s))
+
+
+def turn_factor(turned_rad: float, config: ControllerConfig) -> float:
+    """How much of the speed an answer may command after the drone turned this far since its frame."""
+    turned = abs(turned_rad)
+    if turned <= config.turn_slow_rad:
+        return 1.0
+    return max(0.0, (config.turn_max_rad - turned) / (config.turn_max_rad - config.turn_slow_rad))
 
 
 class DroNetController:
@@ -73,16 +112,45 @@ class DroNetController:
         self._stop_held = False           # a final result said stop: provisional ones cannot release it
         self._search = 0.0                # while stopped: the way it turns to look for a way (+1 left, -1 right)
         self._before_last = (0.0, 0.0, False, 0.0)    # state before the last frame was applied
+        self._yaw_log: collections.deque = collections.deque(maxlen=YAW_LOG)   # (command time ns, yaw rate)
 
     def update(self, collision_prob: float, steering: float, stamp_ns: int,
-               heading_error: float | None = None, provisional: bool = False) -> Command:
+               heading_error: float | None = None, provisional: bool = False, age_s: float = 0.0) -> Command:
         """Fold one result in; a second result for the same stamp replaces the first.
 
         ``heading_error``: bearing of the goal minus the drone's heading, rad (positive: goal
         to the left), or None without a goal. ``provisional``: a device answer a refined one
         may replace; it cannot release a stop a final answer ordered (the final answer of a
         later frame does). A result for an older frame never rewinds the controller, but one
-        at or above the critical probability still stops the drone."""
+        at or above the critical probability still stops the drone. ``age_s``: how old the
+        result's camera frame is now; it scales the commanded forward speed (module doc)."""
+        now_ns = stamp_ns + round(age_s * 1e9)
+        cmd = self._fold(collision_prob, steering, stamp_ns, heading_error, provisional)
+        if cmd.reason == "track":
+            factor = age_factor(age_s, self.config) * turn_factor(self.turned_since(stamp_ns, now_ns), self.config)
+            if factor == 0.0:   # too old to steer by: hold still; the filters keep the answer for the next one
+                cmd = Command(0.0, 0.0, stamp_ns, "hover")
+            elif factor < 1.0:
+                cmd = Command(cmd.forward_speed * factor, cmd.yaw_rate, stamp_ns, "track")
+        return cmd
+
+    def commanded(self, now_ns: int, yaw_rate: float) -> None:
+        """The caller sent a command with this yaw rate at ``now_ns`` (the clock of the stamps)."""
+        self._yaw_log.append((now_ns, yaw_rate))
+
+    def turned_since(self, stamp_ns: int, now_ns: int) -> float:
+        """Radians the commanded yaw rates turned the drone from ``stamp_ns`` to ``now_ns`` (each command
+        holds until the next, as the autopilot holds it)."""
+        turned = 0.0
+        log = list(self._yaw_log)
+        for (t, rate), (t_next, _) in zip(log, [*log[1:], (now_ns, 0.0)]):
+            lo, hi = max(t, stamp_ns), min(t_next, now_ns)
+            if hi > lo:
+                turned += rate * (hi - lo) / 1e9
+        return turned
+
+    def _fold(self, collision_prob: float, steering: float, stamp_ns: int, heading_error: float | None,
+              provisional: bool) -> Command:
         c = self.config
         if stamp_ns == self._last_stamp_ns:
             self._speed, self._yaw, self._stop_held, self._search = self._before_last
@@ -130,4 +198,5 @@ class DroNetController:
         self._speed = self._yaw = 0.0
         self._stop_held = False
         self._search = 0.0
+        self._yaw_log.clear()         # hovering: no turn until the next command
         return Command(0.0, 0.0, self._last_stamp_ns or 0, "hover")

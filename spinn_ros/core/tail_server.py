@@ -10,6 +10,7 @@ malformed is answered with an error reply at once and never reaches the worker.
 from __future__ import annotations
 
 import collections
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,11 @@ class _Job:
     respond: Respond
     drone: str
     arrived_ns: int            # this host's wall clock
+    answered: bool = False     # a batch that fails part-way answers only the jobs it has not answered yet
+
+    def answer(self, frame: bytes) -> None:
+        self.answered = True
+        self.respond(frame)
 
 
 @dataclass
@@ -118,7 +124,8 @@ class TailServer:
             except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the server
                 self._log(f"tail batch failed: {exc!r}")
                 for job in batch:
-                    job.respond(codec.encode_error(codec.ErrorCode.INTERNAL, repr(exc)[:200], job.request.request_id))
+                    if not job.answered:
+                        job.answer(codec.encode_error(codec.ErrorCode.INTERNAL, repr(exc)[:200], job.request.request_id))
 
     def _next_batch(self) -> list[_Job] | None:
         with self._cond:
@@ -162,19 +169,25 @@ class TailServer:
         s.recent_batch_sizes.append(len(batch))
         s.recent_compute_ms.append(share)
         for job, d in zip(batch, decisions):
+            if not all(math.isfinite(v) for v in (d.collision_prob, d.confidence, d.steering)):
+                # finite but extreme inputs (e.g. 3e38) can overflow the network: that request's answer is an
+                # error, its batch-mates' are not (found by bench/fuzz_codec.py)
+                job.answer(codec.encode_error(codec.ErrorCode.NON_FINITE, "the tail's output is not finite (input "
+                                              "values out of the model's range)", job.request.request_id))
+                continue
             reply = codec.Reply(
                 request_id=job.request.request_id, exit_index=d.exit_index,
                 collision_prob=min(max(d.collision_prob, 0.0), 1.0), confidence=min(max(d.confidence, 0.0), 1.0),
                 steering=min(max(d.steering, -1.0), 1.0), steering_bin=d.steering_bin, compute_ms=share,
                 queue_ms=max(start_ns - job.arrived_ns, 0) / 1e6, batch_size=len(batch), sent_ns=job.request.sent_ns)
-            job.respond(codec.encode_reply(reply))
+            job.answer(codec.encode_reply(reply))
 
     def _late(self, job: _Job, now_ns: int) -> bool:
         deadline = job.request.deadline_ns
         if deadline is None or now_ns <= deadline:
             return False
         self.stats.late += 1
-        job.respond(codec.encode_error(codec.ErrorCode.DEADLINE_EXCEEDED,
+        job.answer(codec.encode_error(codec.ErrorCode.DEADLINE_EXCEEDED,
                                        f"{(now_ns - deadline) / 1e6:.1f} ms past its deadline before compute",
                                        job.request.request_id))
         return True

@@ -34,7 +34,10 @@ PARAMS = [
           "else CPU provider; ONNX files exported on first use)", one_of(*BACKENDS), read_only=True),
     Param("diagnostics_period_s", 1.0, "period of /diagnostics messages, seconds", in_range(0.05, 60.0),
           read_only=True),
-    *zenoh_params(listen="tcp/127.0.0.1:7447"),
+    *zenoh_params(listen="tls/127.0.0.1:7447"),
+    Param("zenoh.allowed_drones", "default", "mtls: comma-separated drone names (their certificates' CN, their "
+          "namespaces without slashes, 'default' without one) that may query their own tail key; their "
+          "monitors (<name>-monitor) may read the cloud's keys", non_empty, read_only=True),
 ]
 
 
@@ -46,7 +49,7 @@ class CloudNode(Node):
         from ..transport.zenoh_link import settings_from_params
 
         try:
-            settings = settings_from_params(p)
+            settings = settings_from_params(p, "cloud", self.get_logger().warn)
         except ValueError as exc:
             raise ParameterError(f"zenoh parameters: {exc}") from exc
         try:

@@ -84,7 +84,7 @@ PARAMS = [
           in_range(1, 64), read_only=True),
     Param("cloud.encoding", "u8-lz4", "split tensor encoding on the wire: <f32|f16|u8>-<none|lz4|zstd>",
           one_of(*ENCODINGS)),
-    *zenoh_params(connect="tcp/127.0.0.1:7447"),
+    *zenoh_params(connect="tls/127.0.0.1:7447"),
     Param("controller.max_forward_speed", 1.0, "forward speed at collision probability 0, m/s",
           in_range(0.0, 20.0)),
     Param("controller.max_yaw_rate", 1.0, "yaw rate at |steering| = 1, rad/s", in_range(0.0, 10.0)),
@@ -103,6 +103,14 @@ PARAMS = [
           in_range(0.01, 3.1416)),
     Param("controller.search_yaw_rate", 0.0, "stopped with no side preferred, turn at least this fast, rad/s; 0: off",
           in_range(0.0, 10.0)),
+    Param("controller.slow_age_s", 0.25, "answers older than this (camera stamp to now) slow the drone, seconds",
+          in_range(0.0, 10.0)),
+    Param("controller.max_age_s", 0.6, "answers this old or older make the drone hover, seconds; "
+          "must exceed controller.slow_age_s", in_range(0.01, 10.0, lo_open=True)),
+    Param("controller.turn_slow_rad", 0.05, "turned more than this since an answer's frame (commanded yaw): "
+          "slower, rad", in_range(0.0, 3.2)),
+    Param("controller.turn_max_rad", 0.3, "turned this far since an answer's frame: hover, rad; must exceed "
+          "controller.turn_slow_rad", in_range(0.0, 3.2, lo_open=True)),
     Param("goal.enabled", False, "steer toward goal.x, goal.y as well (needs odometry on 'odom')", read_only=True),
     Param("goal.x", 0.0, "goal x in the odometry frame, m", read_only=True),
     Param("goal.y", 0.0, "goal y in the odometry frame, m", read_only=True),
@@ -180,6 +188,7 @@ class DroneNode(Node):
         self.frames_in = diag.RateCounter(now)
         self.results_out = diag.RateCounter(now)
         self.rejected = 0
+        self.no_reply = 0         # offloads that ended with no reply at all, before their timeout
         self.exit_hist = np.zeros(self.model.num_exits, dtype=np.int64)
         self.source_hist = np.zeros(3, dtype=np.int64)     # by InferenceResult.SOURCE_*
         self._seq = 0
@@ -210,10 +219,11 @@ class DroneNode(Node):
 
     # -- set-up -----------------------------------------------------------------------------
     def _open_link(self, p: dict):
-        from ..transport.zenoh_link import DroneLink, settings_from_params
+        from ..transport.zenoh_link import NO_REPLY, DroneLink, key_name, settings_from_params
 
-        try:
-            settings = settings_from_params(p)
+        self._no_reply_reason = NO_REPLY
+        try:   # its certificate's name is its tail key's: the cloud lets it query that key only
+            settings = settings_from_params(p, key_name(self.get_namespace()), self.get_logger().warn)
         except ValueError as exc:
             raise ParameterError(f"zenoh parameters: {exc}") from exc
         return DroneLink(settings, self.get_namespace(), self._on_clouds)
@@ -249,6 +259,10 @@ class DroneNode(Node):
 
     @staticmethod
     def _controller_config(p: dict) -> ControllerConfig:
+        for upper, lower in (("max_age_s", "slow_age_s"), ("turn_max_rad", "turn_slow_rad")):
+            if p[f"controller.{upper}"] <= p[f"controller.{lower}"]:
+                raise ParameterError(f"parameter 'controller.{upper}'={p[f'controller.{upper}']!r} is invalid: "
+                                     f"must exceed controller.{lower}={p[f'controller.{lower}']!r}")
         return ControllerConfig(**{k.split(".", 1)[1]: v for k, v in p.items() if k.startswith("controller.")})
 
     def _apply_params(self, changed: dict) -> str | None:
@@ -257,10 +271,14 @@ class DroneNode(Node):
         except ParameterError as exc:
             return str(exc)
         threshold = changed.get("exit_threshold", self.policy.threshold)
+        if any(k.startswith("controller.") for k in changed):
+            try:
+                config = self._controller_config({**self.p, **changed})
+            except ParameterError as exc:
+                return str(exc)
+            self.controller.config = config
         self.p.update(changed)
         self.policy = Policy(split, threshold, self.policy.plan_id, self.policy.offload)
-        if any(k.startswith("controller.") for k in changed):
-            self.controller.config = self._controller_config(self.p)
         return None
 
     def _on_plan(self, plan: SplitPlan) -> None:
@@ -386,6 +404,8 @@ class DroneNode(Node):
         if job is None:
             return      # late (already finished on the device) or unknown: discarded
         if reply is None:
+            if why == self._no_reply_reason:
+                self.no_reply += 1      # silent: denied, oversized or nobody serving the key (not a slow cloud)
             self.get_logger().warn(f"offload of frame {job.frame.seq} failed: {why}", throttle_duration_sec=5.0)
             self._finish_on_device(job)
             return
@@ -451,7 +471,10 @@ class DroneNode(Node):
         with self._cmd_lock:
             self._last_result_ns = now_ns
             self._hovering = False
-            cmd = self.controller.update(d.collision_prob, d.steering, stamp_ns, self._heading_error(), provisional)
+            cmd = self.controller.update(d.collision_prob, d.steering, stamp_ns, self._heading_error(), provisional,
+                                         age_s=(now_ns - stamp_ns) / 1e9)
+            if cmd.reason != "stale":
+                self.controller.commanded(now_ns, cmd.yaw_rate)     # the turn since a frame slows old answers
         if cmd.reason != "stale":
             self._publish_command(cmd.forward_speed, cmd.yaw_rate, frame.msg.header)
 
@@ -492,7 +515,7 @@ class DroneNode(Node):
             "offloads_sent": c.sent, "offloads_in_flight": self.tracker.in_flight,
             "offloads_late": c.late, "offloads_failed": c.failed, "offloads_expired": c.expired,
             "offload_skipped_no_cloud": c.skipped_no_cloud, "offload_skipped_full": c.skipped_full,
-            "offload_skipped_late": c.skipped_late,
+            "offload_skipped_late": c.skipped_late, "offloads_no_reply": self.no_reply,
             "cloud_alive": sorted(self.link.clouds.alive) if self.link else "disabled",
             "split_point": self.policy.split,
             "exit_threshold": self.policy.threshold,

@@ -69,7 +69,7 @@ PARAMS = [
     Param("min_samples", 3, "link samples needed before the first link-based decision", in_range(0, 1000)),
     Param("diagnostics_period_s", 1.0, "period of /diagnostics messages, seconds", in_range(0.05, 60.0),
           read_only=True),
-    *zenoh_params(connect="tcp/127.0.0.1:7447"),
+    *zenoh_params(connect="tls/127.0.0.1:7447"),
 ]
 
 
@@ -128,10 +128,10 @@ class MonitorNode(Node):
         return Scheduler(PerformanceModel(device, cloud, calibration), sla, p["strategy"]), model_id
 
     def _open_link(self, p: dict):
-        from ..transport.zenoh_link import MonitorLink, settings_from_params
+        from ..transport.zenoh_link import MonitorLink, monitor_name, settings_from_params
 
-        try:
-            settings = settings_from_params(p)
+        try:   # its own identity: it may read the cloud's keys, never query a drone's tail
+            settings = settings_from_params(p, monitor_name(self.get_namespace()), self.get_logger().warn)
         except ValueError as exc:
             raise ParameterError(f"zenoh parameters: {exc}") from exc
         return MonitorLink(settings, self._on_load, self._on_clouds)

@@ -24,6 +24,7 @@ stalling physics.
 """
 from __future__ import annotations
 
+import collections
 import json
 import math
 import threading
@@ -57,6 +58,9 @@ PARAMS = [
           one_of(0, *camera_rates()), read_only=True),
     Param("camera.width", 128, "image width, pixels", in_range(16, 1024), read_only=True),
     Param("camera.height", 128, "image height, pixels", in_range(16, 1024), read_only=True),
+    Param("camera.latency_s", 0.0, "deliver each frame this many simulated seconds after its capture stamp "
+          "(a laggy camera pipeline: the drone then acts on old frames); 0 = at once", in_range(0.0, 5.0),
+          read_only=True),
     Param("camera.frame_id", "X3/camera", "frame_id of image and camera_info", non_empty, read_only=True),
     Param("real_time_factor", 1.0, "simulated seconds per wall second: 1.0 = wall-clock pace, 0 = as fast as possible",
           in_range(0.0, 1000.0)),
@@ -178,6 +182,8 @@ class SimNode(Node):
 
         self._stop = threading.Event()
         self.slot = LatestSlot()
+        self._camera_latency_ns = int(p["camera.latency_s"] * 1e9)
+        self._delayed: collections.deque = collections.deque()     # (pixels, stamp) captured, not yet delivered
         self._odom_due = Every(1.0 / p["odometry_rate_hz"])
         self._progress_due = Every(1.0 / p["progress_rate_hz"])
         self._pacer = Pacer()
@@ -290,9 +296,16 @@ class SimNode(Node):
     # -- camera thread -----------------------------------------------------------------------
     def _camera_loop(self) -> None:
         while not self._stop.is_set():
-            item = self.slot.take(timeout=0.1)
+            item = self.slot.take(timeout=0.01 if self._camera_latency_ns else 0.1)
+            if not self._camera_latency_ns:
+                if item is not None:
+                    self._publish_frame(*item)
+                continue
+            # a laggy pipeline: every frame, in order, once the sim clock is its latency past its stamp
             if item is not None:
-                self._publish_frame(*item)
+                self._delayed.append(item)
+            while self._delayed and self.sim.time_ns - self._delayed[0][1] >= self._camera_latency_ns:
+                self._publish_frame(*self._delayed.popleft())
 
     def _publish_frame(self, pixels, t_ns: int) -> None:
         msg = Image()

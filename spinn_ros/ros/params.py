@@ -10,6 +10,7 @@ Ranges also go into the descriptors, so ``ros2 param describe`` shows them.
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -184,4 +185,9 @@ def zenoh_params(connect: str = "", listen: str = "") -> list[Param]:
         Param("zenoh.key_prefix", "spinn", "first chunk(s) of every key expression", non_empty),
         Param("zenoh.shared_memory", False, "Zenoh shared memory (keep off when a real link is meant)"),
         Param("zenoh.lease_ms", 2000, "a silent link is declared dead after about this long, ms", in_range(100, 60000)),
+        Param("zenoh.security", "mtls", "mtls: TLS with client certificates and the cloud's access control "
+              "(tls/ endpoints); plain: none (insecure, logged as a warning)", one_of("mtls", "plain")),
+        Param("zenoh.certs", os.environ.get("SPINN_CERTS", "~/.spinn/certs"),
+              "certificate directory for mtls (`spinn certs`): ca.pem and this node's <name>.pem/.key; "
+              "default $SPINN_CERTS, else ~/.spinn/certs", non_empty),
     ]

@@ -9,6 +9,16 @@ cloud server's name):
   <p>/alive/cloud/<cloud>   liveliness token of each cloud server
   <p>/load/<cloud>          put, ~2 Hz: the server's load as JSON
   <p>/probe/<cloud>         query: link probe; the reply echoes the payload size asked for
+
+Security (``security="mtls"``, the nodes' default): the cloud is a Zenoh router listening
+on ``tls/`` only, requiring client certificates signed by the CA (``spinn certs``); drones
+and monitors are peers that neither listen nor gossip, each with its own certificate
+(CN = its name: the drone's tail-key name, ``<drone>-monitor`` for its monitor). The router's
+access control denies by default and lets drone X query only ``<p>/tail/X`` and see only
+the cloud's liveliness, load and probe keys; nobody but the cloud (the router's own
+session, which no rule filters) declares a queryable or a cloud token. A denied query is
+silent: the drone sees "no reply". Every session also caps message sizes per key
+(``low_pass_filter``): an oversized query ends at once, unanswered, and the link survives.
 """
 from __future__ import annotations
 
@@ -17,17 +27,30 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import zenoh
 
+from ..core.codec import MAX_REQUEST_BYTES
+
 _NAME = re.compile(r"[^A-Za-z0-9_\-]")
+SECURITY = ("mtls", "plain")
+#: a query on a tail key carries at most one request frame; replies are small; probes echo <= 1 MiB
+TAIL_QUERY_LIMIT = MAX_REQUEST_BYTES + 4096
+TAIL_REPLY_LIMIT = 64 * 1024
+PROBE_LIMIT = (1 << 20) + 4096
 
 
 def key_name(ns: str) -> str:
     """A ROS namespace or node name as one key-expression chunk ('/' and wildcards removed)."""
     name = _NAME.sub("_", ns.strip("/"))
     return name or "default"
+
+
+def monitor_name(drone: str) -> str:
+    """The certificate name of a drone's monitor: it reads the cloud's keys, never a tail key."""
+    return f"{key_name(drone)}-monitor"
 
 
 def tail_key(prefix: str, drone: str) -> str:
@@ -60,10 +83,18 @@ class ZenohSettings:
     retry_init_ms: int = 200                # reconnect quickly after the cloud comes back
     retry_max_ms: int = 1000
     extra: dict = field(default_factory=dict)  # any other zenoh config path -> JSON value
+    security: str = "plain"                 # "mtls": TLS with client certificates (below); "plain": none
+    certs_dir: str = ""                     # mtls: ca.pem and <identity>.pem/.key (spinn certs)
+    identity: str = ""                      # mtls: this node's certificate name (its CN)
+    allowed_drones: tuple[str, ...] = ()    # mtls, on the cloud: the drones (and their monitors) let in
 
     def __post_init__(self):
         if self.mode not in ("peer", "client"):
             raise ValueError(f"zenoh mode must be 'peer' or 'client', got {self.mode!r}")
+        if self.security not in SECURITY:
+            raise ValueError(f"zenoh security must be one of {', '.join(SECURITY)}, got {self.security!r}")
+        if self.security == "mtls":
+            self._check_mtls()
         if not re.fullmatch(r"[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*", self.key_prefix):
             raise ValueError(f"zenoh key prefix must be plain chunks separated by '/', got {self.key_prefix!r}")
         if self.mode == "client" and not self.connect:
@@ -74,16 +105,45 @@ class ZenohSettings:
         if self.lease_ms < 100:
             raise ValueError(f"zenoh lease must be >= 100 ms, got {self.lease_ms}")
 
+    def _check_mtls(self) -> None:
+        plain = [ep for ep in (*self.connect, *self.listen) if not ep.startswith("tls/")]
+        if plain:
+            raise ValueError(f"zenoh security mtls takes tls/ endpoints only, got {plain}")
+        if not self.identity:
+            raise ValueError("zenoh security mtls needs this node's certificate name (identity)")
+        missing = [str(p) for p in self.tls_files().values() if not p.is_file()]
+        if missing:
+            raise ValueError(f"zenoh security mtls: missing {', '.join(missing)} (certificate directory "
+                             f"zenoh.certs={self.certs_dir!r}); create them with "
+                             f"`spinn certs --out {self.certs_dir} --drone <drone name>` (the drone's name is its "
+                             f"namespace, 'default' without one), or set zenoh.security to plain (no "
+                             f"authentication, anyone on the network can talk to it)")
+
+    def tls_files(self) -> dict[str, Path]:
+        d = Path(self.certs_dir).expanduser()
+        return {"ca": d / "ca.pem", "cert": d / f"{self.identity}.pem", "key": d / f"{self.identity}.key"}
+
+    @property
+    def effective_mode(self) -> str:
+        """mtls: the listening cloud is a router (access control needs one); the others stay peers (a
+        client cannot open while its router is down) that neither listen nor gossip (below), so their
+        only link is the one to the router, where the rules apply."""
+        if self.security == "mtls" and self.listen:
+            return "router"
+        return self.mode
+
     def config(self) -> zenoh.Config:
         conf = zenoh.Config()
         retry = {"period_init_ms": self.retry_init_ms, "period_max_ms": self.retry_max_ms, "period_increase_factor": 2}
         entries = {
-            "mode": self.mode,
+            "mode": self.effective_mode,
             "connect/endpoints": list(self.connect),
             "connect/retry": retry,
             "transport/shared_memory/enabled": self.shared_memory,
             "scouting/multicast/enabled": self.multicast_scouting,
             "transport/link/tx/lease": self.lease_ms,
+            "low_pass_filter": size_limits(self.key_prefix),
+            **self._security_entries(),
             **self.extra,
         }
         if self.listen:
@@ -91,6 +151,62 @@ class ZenohSettings:
         for path, value in entries.items():
             conf.insert_json5(path, json.dumps(value))
         return conf
+
+    def _security_entries(self) -> dict:
+        if self.security != "mtls":
+            return {}
+        f = {k: str(v) for k, v in self.tls_files().items()}
+        side = "listen" if self.listen else "connect"
+        entries = {"transport/link/tls": {"root_ca_certificate": f["ca"], "enable_mtls": True,
+                                          f"{side}_private_key": f["key"], f"{side}_certificate": f["cert"]},
+                   "scouting/gossip/enabled": False}
+        if self.listen:
+            entries["access_control"] = access_control(self.key_prefix, self.allowed_drones)
+        else:
+            entries["listen/endpoints"] = []      # nothing to reach it by but its own link to the router
+        return entries
+
+
+def size_limits(prefix: str) -> list[dict]:
+    """Per-key message size caps, both ways: beyond them a message is dropped at the transport
+    (a query then ends at once, unanswered) before any decoder sees it."""
+    both = ["ingress", "egress"]
+    return [
+        {"id": "tail-queries", "messages": ["query", "put"], "flows": both, "key_exprs": [f"{prefix}/tail/**"],
+         "size_limit": TAIL_QUERY_LIMIT},
+        {"id": "tail-replies", "messages": ["reply"], "flows": both, "key_exprs": [f"{prefix}/tail/**"],
+         "size_limit": TAIL_REPLY_LIMIT},
+        {"id": "probes", "messages": ["query", "reply"], "flows": both, "key_exprs": [f"{prefix}/probe/**"],
+         "size_limit": PROBE_LIMIT},
+    ]
+
+
+def access_control(prefix: str, drones: tuple[str, ...]) -> dict:
+    """The cloud router's rules: default deny; drones and their monitors may subscribe to and query
+    the cloud's keys and receive what the cloud says there; drone X may query ``<p>/tail/X`` and
+    receive its replies. Nothing lets a client declare a queryable, a cloud token, or put a load."""
+    cloud_keys = [alive_key(prefix), load_key(prefix), probe_key(prefix)]
+    rules = [
+        {"id": "read-cloud-in", "permission": "allow", "flows": ["ingress"], "key_exprs": cloud_keys,
+         "messages": ["declare_subscriber", "declare_liveliness_subscriber", "liveliness_query", "query"]},
+        {"id": "read-cloud-out", "permission": "allow", "flows": ["egress"], "key_exprs": cloud_keys,
+         "messages": ["put", "liveliness_token", "reply", "declare_queryable"]},
+    ]
+    subjects = [{"id": "clients", "cert_common_names": [n for d in drones for n in (d, monitor_name(d))]}]
+    policies = [{"id": "read-cloud", "rules": ["read-cloud-in", "read-cloud-out"], "subjects": ["clients"]}]
+    for d in drones:
+        key = tail_key(prefix, d)
+        rules += [{"id": f"tail-{d}-in", "permission": "allow", "flows": ["ingress"], "messages": ["query"],
+                   "key_exprs": [key]},
+                  {"id": f"tail-{d}-out", "permission": "allow", "flows": ["egress"],
+                   "messages": ["reply", "declare_queryable"], "key_exprs": [key]}]
+        subjects.append({"id": f"drone-{d}", "cert_common_names": [d]})
+        policies.append({"id": f"tail-{d}", "rules": [f"tail-{d}-in", f"tail-{d}-out"], "subjects": [f"drone-{d}"]})
+    if not drones:      # an empty subject list would match everyone: no clients at all instead
+        subjects, policies = [], []
+        rules = []
+    return {"enabled": True, "default_permission": "deny", "rules": rules, "subjects": subjects,
+            "policies": policies}
 
 
 def open_session(settings: ZenohSettings) -> zenoh.Session:
@@ -129,6 +245,10 @@ class CloudWatch:
 
 
 Outcome = Callable[[bytes | None, str | None], None]  # (reply frame, or None and why)
+#: a query that ended well before its timeout with no reply at all: nobody may answer it here (the router's
+#: access control denied it, it was over the size cap, or no cloud serves this key), told apart from a timeout
+NO_REPLY = "no reply: denied by the cloud's access control, over the size cap, or no cloud serving this key"
+TIMED_OUT = "no reply before the query timed out"
 
 
 class DroneLink:
@@ -163,8 +283,10 @@ class DroneLink:
             else:
                 finish(None, f"zenoh error reply: {reply.err.payload.to_bytes()[:200]!r}")
 
+        sent = time.monotonic()
+
         def on_end() -> None:
-            finish(None, "no reply before the query timed out")
+            finish(None, NO_REPLY if time.monotonic() - sent < 0.9 * timeout_s else TIMED_OUT)
 
         # DROP: with the link's queue full (an outage) a query must fail, not block the caller
         self.session.get(self.key, zenoh.handlers.Callback(on_reply, on_end), payload=frame,
@@ -278,9 +400,15 @@ class CloudEndpoint:
         self.session.close()
 
 
-def settings_from_params(p: dict) -> ZenohSettings:
-    """ZenohSettings from a node's declared ``zenoh.*`` parameters (see ros/params.zenoh_params)."""
+def settings_from_params(p: dict, identity: str, warn: Callable[[str], None] | None = None) -> ZenohSettings:
+    """ZenohSettings from a node's declared ``zenoh.*`` parameters (see ros/params.zenoh_params);
+    ``identity``: the node's certificate name; ``warn`` is told when security is off."""
     split = lambda text: tuple(e.strip() for e in text.split(",") if e.strip())  # noqa: E731
-    return ZenohSettings(mode=p["zenoh.mode"], connect=split(p["zenoh.connect"]), listen=split(p["zenoh.listen"]),
-                         key_prefix=p["zenoh.key_prefix"], shared_memory=p["zenoh.shared_memory"],
-                         lease_ms=p["zenoh.lease_ms"])
+    settings = ZenohSettings(mode=p["zenoh.mode"], connect=split(p["zenoh.connect"]), listen=split(p["zenoh.listen"]),
+                             key_prefix=p["zenoh.key_prefix"], shared_memory=p["zenoh.shared_memory"],
+                             lease_ms=p["zenoh.lease_ms"], security=p["zenoh.security"], certs_dir=p["zenoh.certs"],
+                             identity=identity, allowed_drones=split(p.get("zenoh.allowed_drones", "")))
+    if settings.security == "plain" and warn is not None:
+        warn("zenoh.security is plain: no authentication, no access control; anyone who can reach "
+             f"{', '.join(settings.listen or settings.connect) or 'this session'} can query or answer as the cloud")
+    return settings
