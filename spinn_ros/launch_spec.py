@@ -130,13 +130,15 @@ def monitor(namespace: str = "", params_file: str | None = None, use_sim_time: b
     )]
 
 
-def cloud(namespace: str = "", params_file: str | None = None, use_sim_time: bool = False,
+def cloud(namespace: str = "", params_file: str | None = None, use_sim_time: bool = False, allowed_drones: str = "",
           overrides: dict | None = None) -> list[NodeSpec]:
-    """The cloud side: the tail server reached over Zenoh."""
+    """The cloud side: the tail server reached over Zenoh. ``allowed_drones`` (comma-separated
+    drone names; empty: the params file's) are the drones its access control lets in."""
+    allowed = {"zenoh.allowed_drones": allowed_drones} if allowed_drones else {}
     return [NodeSpec(
         executable="cloud_node", name="spinn_cloud", namespace=namespace,
         params_files=(find_params_file("cloud", params_file),),
-        params=_common(use_sim_time, overrides),
+        params={**allowed, **_common(use_sim_time, overrides)},
     )]
 
 
@@ -177,6 +179,7 @@ ARGUMENT_HELP = {
     "use_sim_time": "true: follow /clock from the simulator",
     "with_monitor": "true: also start the monitor (link measurement and re-planning) beside the drone node",
     "monitor_params_file": "the monitor's YAML params file (default: the package's config/monitor.yaml)",
+    "allowed_drones": "drones (comma-separated names = their namespaces) the cloud lets in (default: the params file's)",
     "backend": "torch or onnxruntime for the drone's head, and the profile its monitor plans with "
                "(default: the params files')",
 }

@@ -166,8 +166,9 @@ def wait_for_node_output(proc: ChildProcess, needle: str, timeout: float) -> Non
 
 def test_ros2_launch_brings_up_drone_monitor_and_cloud(ros, installed):
     env = {**installed.env, **ros.env}
-    cloud = ChildProcess("ros2 launch cloud", ["ros2", "launch", "spinn_ros", "cloud.launch.py"], env=env,
-                         cwd=str(installed.elsewhere))
+    # certificates for drone1 and its monitor: the session's (conftest.certs), through $SPINN_CERTS
+    cloud = ChildProcess("ros2 launch cloud", ["ros2", "launch", "spinn_ros", "cloud.launch.py", "allowed_drones:=drone1"],
+                         env=env, cwd=str(installed.elsewhere))
     ros.procs.append(cloud)
     drone = ChildProcess("ros2 launch drone", ["ros2", "launch", "spinn_ros", "drone.launch.py", "namespace:=drone1"],
                          env=env, cwd=str(installed.elsewhere))

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from typing import Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
-from rclpy.signals import SignalHandlerOptions
+from rclpy.signals import SignalHandlerOptions, install_signal_handlers
 
 from .params import ParameterError
 
@@ -20,7 +21,14 @@ EXIT_BAD_PARAMETERS = 2
 
 
 def run_node(factory: Callable[[], "rclpy.node.Node"], args: list[str] | None = None, threads: int = 1) -> int:
-    rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.ALL)
+    # Signals while the node is being built only raise a flag: the node then stops cleanly once
+    # built (its threads joined) instead of dying half-built with its threads still running.
+    # rclpy's handlers come after; they shut the context down and wake the executor, then
+    # chain to ours, so no KeyboardInterrupt lands at a random point of the clean-up either.
+    interrupted = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: interrupted.set())
+    rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
         try:
@@ -28,14 +36,9 @@ def run_node(factory: Callable[[], "rclpy.node.Node"], args: list[str] | None = 
         except ParameterError as exc:
             rclpy.logging.get_logger("spinn_ros").fatal(str(exc))
             return EXIT_BAD_PARAMETERS
-        except KeyboardInterrupt:
-            # SIGINT while the node was still being built (a launch stopped at once): a clean
-            # stop, not a crash; what the half-built node opened goes with the context below
-            return 0
-        except Exception:
-            if rclpy.ok():
-                raise           # a real failure
-            return 0            # the same SIGINT, seen as a call on the context it just shut down
+        install_signal_handlers(SignalHandlerOptions.ALL)
+        if interrupted.is_set():
+            return 0            # stopped while starting
         # one executor thread by default: callbacks here are short (heavy work has its own
         # thread), and every extra executor thread competes for the GIL
         executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
@@ -51,8 +54,8 @@ def run_node(factory: Callable[[], "rclpy.node.Node"], args: list[str] | None = 
             executor.shutdown()
         return 0
     finally:
-        # a second Ctrl-C (or the KeyboardInterrupt rclpy's handler chains to) must not cut the
-        # clean-up short: threads joined, Zenoh closed and DDS entities destroyed, or files stay behind
+        # a second Ctrl-C must not cut the clean-up short: threads joined, Zenoh closed and DDS
+        # entities destroyed, or files stay behind
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             close = getattr(node, "close", None)
