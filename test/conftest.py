@@ -15,7 +15,7 @@ torch.set_num_threads(1)
 
 
 #: every drone name (namespace) a test flies with a cloud, and the linkemu cloud's address
-TEST_DRONES = ("default", "d1", "d2", "fuzzer", "rogue", "drone1", "launch_test_drone")   # + ros2 launch tests
+TEST_DRONES = ("default", "d1", "d2", "fuzzer", "rogue", "drone1", "launch_test_drone", "onnx_monitor")
 LINKEMU_CLOUD_IP = "10.77.0.2"
 
 

@@ -309,7 +309,7 @@ def test_monitor_plans_with_onnxruntime_profiles_and_refuses_a_torch_one(ros, sh
     code, output = ros.run_to_exit(launch_spec.monitor(overrides={"backend": "onnxruntime",
                                                                   "device_profile": str(torch_profile)})[0])
     assert code == 2 and "measured on backend 'torch', but 'onnxruntime' runs" in output, output
-    ort = {"backend": "onnxruntime", "cloud_backend": "onnxruntime", "zenoh.connect": f"tcp/127.0.0.1:{free_port()}"}
+    ort = {"backend": "onnxruntime", "cloud_backend": "onnxruntime", "zenoh.connect": f"tls/127.0.0.1:{free_port()}"}
     proc = ros.start(launch_spec.monitor(namespace="onnx_monitor", overrides=ort)[0])
     plans = Collector(ros.node, SplitPlan, "/onnx_monitor/spinn/plan", qos.LATCHED)
     wait_until(lambda: plans.msgs, 60, "the monitor's first plan")
