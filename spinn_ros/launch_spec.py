@@ -332,7 +332,7 @@ ARGUMENT_HELP.update({
 
 # -- Gazebo flight (launch/gz_flight.launch.py; the world from spinn export-world) ----------
 def gz_flight(course_seed: int = 0, course_kind: str = "forest", checkpoint: str = "", mode: str = "spinn",
-              split_point: int = -2, exit_threshold: float = -1.0, cloud_endpoint: str = "tcp/127.0.0.1:7447",
+              split_point: int = -2, exit_threshold: float = -1.0, cloud_endpoint: str = "tls/127.0.0.1:7447",
               sla: str = "", with_monitor: bool = True, overrides: dict | None = None) -> list[NodeSpec]:
     """The flight's ROS nodes (drone, cloud, monitor) for a gz-sim world of the same seeded course:
     everything :func:`flight` starts except its simulator, whose topics gz and ros_gz_bridge
