@@ -352,10 +352,11 @@ def gz_world_actions(values: dict[str, str]) -> list:
     from launch_ros.actions import Node
 
     from .sim.sdf import write_world
+    from .sim.world import generate_course
 
     seed, kind = int(values["course_seed"]), values["course_kind"]
     world = Path(tempfile.mkdtemp(prefix="spinn_gz_")) / f"spinn_{kind}_{seed}.sdf"
-    write_world(world, seed, kind)
+    write_world(world, generate_course(seed, kind))
     return [ExecuteProcess(cmd=["gz", "sim", "-r", str(world)], output="screen"),
             Node(package="ros_gz_bridge", executable="parameter_bridge", name="spinn_gz_bridge", output="screen",
                  parameters=[{"config_file": str(config_dir() / "gz_bridge.yaml"), "use_sim_time": True}])]

@@ -190,11 +190,9 @@ def course_sdf(course: Course, camera: CameraSpec = DRONE_CAMERA, camera_hz: int
 """
 
 
-def write_world(path: Path, seed: int, kind: str | None, camera_hz: int = DEFAULT_CAMERA_HZ) -> Course:
-    course = generate_course(seed, kind)
+def write_world(path: Path, course: Course, camera_hz: int = DEFAULT_CAMERA_HZ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(course_sdf(course, camera_hz=camera_hz))
-    return course
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--camera-hz must be > 0, got {opts.camera_hz}")
     course = generate_course(opts.seed, opts.kind)
     out = opts.out or Path(f"spinn_{course.kind}_{course.seed}.sdf")
-    write_world(out, opts.seed, course.kind, opts.camera_hz)
+    write_world(out, course, opts.camera_hz)
     print(f"wrote {out}: {course.kind} course seed {course.seed}, {len(course.obstacles)} obstacles", file=sys.stderr)
     return 0
 
