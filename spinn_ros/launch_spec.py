@@ -174,7 +174,7 @@ ARGUMENT_HELP = {
     "camera_topic": "sensor_msgs/Image topic the drone node reads",
     "command_topic": "geometry_msgs/TwistStamped topic the drone node commands on",
     "course_seed": "obstacle course seed (default: the params file's course.seed)",
-    "course_kind": "forest, boxes, walls, mixed or random (default: the params file's course.kind)",
+    "course_kind": "a scene family (spinn fly --help lists them) or random (default: the params file's course.kind)",
     "real_time_factor": "1.0 = wall-clock pace, 0 = as fast as possible (default: the params file's)",
     "use_sim_time": "true: follow /clock from the simulator",
     "with_monitor": "true: also start the monitor (link measurement and re-planning) beside the drone node",

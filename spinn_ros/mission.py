@@ -46,6 +46,8 @@ from pathlib import Path
 
 import yaml
 
+from .sim.world import COURSE_KINDS
+
 CAMERA_RECORD_EVERY = 3          # 15 Hz camera -> 5 Hz in the recording
 CLOCK_RECORD_EVERY = 12          # 120 Hz /clock -> 10 Hz in the recording
 GOOD_LINK = {"rate_mbit": 50.0, "rtt_ms": 10.0, "loss": 0.0, "jitter_ms": 0.0}
@@ -87,8 +89,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="spinn fly", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=1, help="course seed (default 1)")
-    ap.add_argument("--kind", default="forest",
-                    help="course kind: forest (default), boxes, walls, mixed, random (drawn from the seed)")
+    ap.add_argument("--kind", default="forest", choices=(*COURSE_KINDS, "random"), metavar="KIND",
+                    help="course kind (scene family): " + ", ".join(COURSE_KINDS) + ", or random (one of the first "
+                         "four, drawn from the seed); composite and gates are never in the model's training data")
     ap.add_argument("--trace", default="none",
                     help="link trace: none (loopback, no emulation), outage, degrade, flapping, or a trace YAML "
                          "file (docs/link-emulation.md); anything but none needs root")

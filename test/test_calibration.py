@@ -131,3 +131,21 @@ def test_reading_needs_no_torch():
     code = ("import sys; import spinn_ros.core.calibration as c; "
             "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_temperature_scaling_recovers_an_overconfident_exit():
+    import numpy as np
+
+    from spinn_ros.core.calibration import expected_calibration_error, fit_temperature
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 2.0, size=20_000)                  # calibrated logits
+    y = rng.random(20_000) < 1 / (1 + np.exp(-z))
+    over = 1 / (1 + np.exp(-3.0 * z))                    # the same model, 3x overconfident
+    t = fit_temperature(over, y)
+    assert t == pytest.approx(3.0, rel=0.1)
+    calibrated = 1 / (1 + np.exp(-3.0 * z / t))
+    conf = lambda p: np.maximum(p, 1 - p)
+    ok = lambda p: (p > 0.5) == y
+    assert expected_calibration_error(conf(calibrated), ok(calibrated)) < 0.02
+    assert expected_calibration_error(conf(over), ok(over)) > 0.05

@@ -133,3 +133,36 @@ def test_training_resumes_to_the_same_weights(tmp_path):
     assert meta_a["model_id"] == meta_b["model_id"]
     assert meta_a["seed"] == 5 and len(meta_b["history"]) == 2
     assert train.main(common[:-1] + ["6", "--out", str(tmp_path / "b"), "--resume"]) == 2   # other seed: refused
+
+
+def test_checkpoints_from_before_exit_temperatures_load_with_their_id(tmp_path, small):
+    path = tmp_path / "old.pt"
+    mid = save_checkpoint(path, small)
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"] = {k: v for k, v in payload["state_dict"].items() if not k.endswith(".temperature")}
+    torch.save(payload, path)
+    loaded, meta = load_checkpoint(path)
+    assert meta["model_id"] == mid
+    assert all(float(head.temperature) == 1.0 for head in loaded.exits)
+
+
+def test_calibration_fits_exit_temperatures_into_the_checkpoint(tmp_path, small):
+    pytest.importorskip("pybullet")
+    from spinn_ros.core.calibration import load_calibration
+    from spinn_ros.core.checkpoint import calibration_path, checkpoint_path
+    from spinn_ros.sim.dataset import generate_split, save_split
+    from spinn_ros.training.calibrate import calibrate_checkpoint
+
+    assert checkpoint_path("default") == default_checkpoint_path() and checkpoint_path("x.pt").name == "x.pt"
+    arrays, manifest = generate_split("calib", worlds=2, frames_per_world=20, size=128, workers=1, progress=False)
+    save_split(tmp_path / "calib.npz", arrays, manifest)
+    ckpt = tmp_path / "m.pt"
+    before = save_checkpoint(ckpt, small)
+    calib = calibrate_checkpoint(ckpt, tmp_path, progress=False)
+    model, meta = load_checkpoint(ckpt)
+    temps = [float(h.temperature) for h in model.exits]
+    assert meta["model_id"] != before and meta["exit_temperatures"] == pytest.approx(temps)
+    assert any(t != 1.0 for t in temps)
+    assert calib["temperature_scaling"]["temperatures"] == pytest.approx(temps)
+    assert all(0 <= e["ece"] <= 0.5 for e in calib["exits"])
+    assert load_calibration(calibration_path(ckpt), meta["model_id"]).num_exits == len(temps)

@@ -156,3 +156,104 @@ def test_pose_sampler_stays_clear_of_obstacles():
         pos, yaw, pitch, roll = D.sample_pose(rng, course)
         assert course.clearance(pos) >= D.PoseParams().min_clearance
         assert abs(pitch) <= math.radians(15) + 1e-9 and abs(roll) <= math.radians(15) + 1e-9
+
+
+# ---------------------------------------------------------------------------------
+# Scene families, appearance randomisation, the generalisation splits
+# ---------------------------------------------------------------------------------
+
+NEW_FAMILIES = [k for k in W.COURSE_KINDS if k not in W.LEGACY_KINDS]
+
+
+def test_legacy_courses_keep_their_obstacles():
+    """Flights and their tests rely on a seed giving the same legacy course as before."""
+    course = W.generate_course(4, "forest")
+    assert course.kind == "forest" and all(o.base == 0.0 and o.group == -1 for o in course.obstacles)
+    assert W.generate_course(4, "forest") == course
+    assert W.generate_course(7).kind in W.LEGACY_KINDS
+
+
+@pytest.mark.parametrize("kind", NEW_FAMILIES)
+def test_new_families_block_the_straight_path_and_are_deterministic(client, kind):
+    for seed in range(5):
+        course = W.generate_course(seed, kind)
+        assert course == W.generate_course(seed, kind) and course.kind == kind
+        assert course.clearance(course.start) > 1.5 and course.clearance(course.goal) > 1.5
+        client.resetSimulation()
+        W.build_course(client, course)
+        hit = client.rayTest(list(course.start), list(course.goal))[0]
+        assert hit[0] >= 0, f"{kind} seed {seed}: nothing on the straight line to the goal"
+
+
+def test_families_split_into_trained_and_unseen():
+    assert set(W.TRAIN_FAMILIES) | set(W.UNSEEN_FAMILIES) == set(W.COURSE_KINDS)
+    assert not set(W.TRAIN_FAMILIES) & set(W.UNSEEN_FAMILIES) and len(W.COURSE_KINDS) >= 6
+    assert set(D.split_families("train")) == set(W.TRAIN_FAMILIES)
+    assert set(D.split_families("test-families")) == set(W.UNSEEN_FAMILIES)
+
+
+def test_a_beam_is_a_collision_at_its_height_only(client):
+    beam = W.Obstacle("box", (2.0, 0.0), (0.3, 4.0, 0.4), 0.0, (1, 0, 0, 1), base=1.6)
+    course = W.Course(seed=-1, kind="test", obstacles=(beam,), start=(0, 0, 1), goal=(10, 0, 1), bounds=(0, 10, -4, 4))
+    client.resetSimulation()
+    W.build_course(client, course)
+    under = W.ground_truth(client, (1.0, 0.0, 1.0), 0.0)
+    at = W.ground_truth(client, (1.0, 0.0, 1.78), 0.0)
+    assert not under.collision and at.collision
+    assert beam.distance((2.0, 0.0, 1.0)) == pytest.approx(0.6)
+
+
+def test_appearance_pools_are_disjoint():
+    from spinn_ros.sim import appearance as A
+
+    assert not set(A.TRAIN_POOL.textures) & set(A.HELDOUT_POOL.textures)
+    assert not set(A.TRAIN_POOL.palettes) & set(A.HELDOUT_POOL.palettes)
+    assert A.HELDOUT_POOL.plain_share == 0
+
+
+@pytest.mark.parametrize("kind", ["noise", "stripes", "bricks", "gradient", "speckle", "checker", "mixed",
+                                  "cells", "waves", "dots", "camo", "flat"])
+def test_every_texture_is_a_valid_colour_field(kind):
+    from spinn_ros.sim import appearance as A
+
+    tex = A.Texture(kind, ((0.1, 0.2, 0.3), (0.9, 0.8, 0.7), (0.5, 0.5, 0.5)), 2.0, (1.0, 0.0, 0.0), 3)
+    pts = np.random.default_rng(0).uniform(-5, 5, size=(500, 3))
+    rgb = A.texture_rgb(tex, pts)
+    assert rgb.shape == (500, 3) and np.isfinite(rgb).all() and rgb.min() >= 0 and rgb.max() <= 1
+    np.testing.assert_array_equal(rgb, A.texture_rgb(tex, pts))
+    if kind != "flat":
+        assert rgb.std(axis=0).max() > 0.01, "a texture must vary over the surface"
+
+
+def test_world_points_invert_the_camera(client):
+    """The textures sit on the surfaces: depth-buffer pixels map back onto the wall's face."""
+    from spinn_ros.sim import appearance as A
+
+    client.resetSimulation()
+    W.build_course(client, one_box_course(center=(3.0, 0.0), size=(0.2, 8.0, 4.0)))
+    view, proj = W.camera_matrices(client, (0.0, 0.0, 1.0), 0.0)
+    _, _, _, depth, seg = client.getCameraImage(128, 128, viewMatrix=view, projectionMatrix=proj)
+    pts = A.world_points(np.asarray(depth).reshape(128, 128), view, proj)
+    wall = np.asarray(seg).reshape(128, 128) == 0
+    assert wall.sum() > 1000
+    np.testing.assert_allclose(pts[wall][:, 0], 2.9, atol=0.02)
+
+
+def test_textured_and_heldout_worlds_render_reproducibly():
+    a = D.render_world(4_000_001, 4, 64, W.UNSEEN_FAMILIES, "heldout")
+    b = D.render_world(4_000_001, 4, 64, W.UNSEEN_FAMILIES, "heldout")
+    for key in D.ARRAYS:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert a["textured"].all() and {W.COURSE_KINDS[f] for f in a["family"]} <= set(W.UNSEEN_FAMILIES)
+    assert a["images"].std() > 5
+
+
+def test_camera_effects_keep_the_frame_and_jpeg_blocks_it():
+    from spinn_ros.sim import appearance as A
+
+    img = np.random.default_rng(1).uniform(0, 1, size=(64, 64, 3))
+    out = A.camera_effects(img, np.random.default_rng(2))
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    smooth = np.tile(np.linspace(0, 1, 64)[None, :, None], (64, 1, 3))
+    np.testing.assert_allclose(A.jpeg_like(smooth, 90), smooth, atol=0.05)
+    assert np.abs(A.jpeg_like(img, 20) - img).mean() > 0.05

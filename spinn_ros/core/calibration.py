@@ -69,6 +69,34 @@ def balanced_accuracy(pred, label) -> float:
     return sum(recalls) / len(recalls) if recalls else float("nan")
 
 
+def expected_calibration_error(confidence, correct, bins: int = 10) -> float:
+    """ECE of top-1 confidences in [0.5, 1]: the frame-weighted mean |accuracy - confidence| per bin."""
+    import numpy as np
+
+    conf, ok = np.asarray(confidence, float), np.asarray(correct, bool)
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    gap = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            gap += m.sum() * abs(ok[m].mean() - conf[m].mean())
+    return float(gap / max(len(conf), 1))
+
+
+def fit_temperature(collision_prob, labels) -> float:
+    """Temperature T minimising the collision NLL of ``sigmoid(logit(p) / T)`` (a 2-way softmax
+    scaled by 1/T), searched on a log grid: the exit's confidence then means its accuracy."""
+    import numpy as np
+
+    p = np.clip(np.asarray(collision_prob, float), 1e-7, 1 - 1e-7)
+    z, y = np.log(p / (1 - p)), np.asarray(labels, bool)
+    grid = np.exp(np.linspace(np.log(0.2), np.log(10.0), 241))
+    q = 1 / (1 + np.exp(-z[None] / grid[:, None]))
+    nll = -np.where(y[None], np.log(np.clip(q, 1e-12, 1)), np.log(np.clip(1 - q, 1e-12, 1))).mean(axis=1)
+    return float(grid[int(np.argmin(nll))])
+
+
 def _r(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
 
@@ -147,6 +175,7 @@ def build_calibration(
                 "standalone_accuracy": _r(correct[e].mean()),
                 "standalone_balanced_accuracy": _r(balanced_accuracy(pred[e], label)),
                 "standalone_steering_error": _r(serr[e].mean()),
+                "ece": _r(expected_calibration_error(conf[e], correct[e])),
             }
             for e, s in enumerate(exit_stages)
         ],

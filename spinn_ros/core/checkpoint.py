@@ -23,6 +23,7 @@ VERSION = 1
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = "small"
 CALIBRATION_SUFFIX = ".calib.json"
+TEMPERATURE_KEY = ".temperature"     # exit heads' calibration buffer (core/model.py ExitHead)
 
 
 class CheckpointError(ValueError):
@@ -38,6 +39,11 @@ def default_checkpoint_path(name: str = DEFAULT_MODEL) -> Path:
     return MODELS_DIR / f"{name}.pt"
 
 
+def checkpoint_path(ref) -> Path:
+    """A command's ``--checkpoint``: ``default`` is the shipped model, anything else a path."""
+    return default_checkpoint_path() if str(ref) == "default" else Path(ref)
+
+
 def calibration_path(checkpoint_path) -> Path:
     """Where a checkpoint's calibration lives: beside it, ``<stem>.calib.json``."""
     p = Path(checkpoint_path)
@@ -48,10 +54,22 @@ def model_id(model: EarlyExitNet) -> str:
     """16 hex digits of SHA-256 over the spec (canonical JSON) and every state tensor."""
     h = hashlib.sha256(json.dumps(model.spec.to_dict(), sort_keys=True).encode())
     for key, t in sorted(model.state_dict().items()):
+        if _uncalibrated(key, t):
+            continue     # a checkpoint from before exit temperatures keeps its id
         t = t.detach().cpu().contiguous()
         h.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
         h.update(t.numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def _uncalibrated(key: str, t) -> bool:
+    return key.endswith(TEMPERATURE_KEY) and float(t) == 1.0
+
+
+def with_default_temperatures(model: EarlyExitNet, state: dict) -> dict:
+    """``state`` plus temperature 1 (uncalibrated) for exits saved before temperatures existed."""
+    missing = {k: torch.ones(()) for k in model.state_dict() if k.endswith(TEMPERATURE_KEY) and k not in state}
+    return {**state, **missing}
 
 
 def save_checkpoint(path, model: EarlyExitNet, meta: dict | None = None) -> str:
@@ -121,7 +139,7 @@ def load_checkpoint(path=None, expected_spec: ModelSpec | str | None = None) -> 
         raise CheckpointError(f"checkpoint {path}: holds model spec {spec.name!r} that differs from the expected {want.name!r}")
     model = build_model(spec)
     try:
-        model.load_state_dict(payload["state_dict"], strict=True)
+        model.load_state_dict(with_default_temperatures(model, payload["state_dict"]), strict=True)
     except (RuntimeError, TypeError, AttributeError) as e:
         raise CheckpointError(f"checkpoint {path}: weights do not match its spec {spec.name!r} ({str(e)[:300]})") from e
     mid = model_id(model)

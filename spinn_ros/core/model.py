@@ -116,13 +116,16 @@ class ExitHead(nn.Module):
         flat = spec.head_channels * spec.head_grid[0] * spec.head_grid[1]
         self.fc1 = nn.Linear(flat, spec.head_hidden)
         self.fc2 = nn.Linear(spec.head_hidden, 2 + spec.steering_bins + 1)
+        # collision logits are divided by it: fitted on the calib split (temperature scaling) so
+        # the exit's confidence means its accuracy; 1 while training
+        self.register_buffer("temperature", torch.ones(()))
 
     def forward(self, x):
         y = F.relu(self.bn(self.reduce(x)))
         y = F.adaptive_avg_pool2d(y, self.grid).flatten(1)
         y = self.fc2(F.relu(self.fc1(y)))
-        # steering value squashed to [-1, 1]; logits stay raw
-        return torch.cat([y[:, :-1], torch.tanh(y[:, -1:])], dim=1)
+        # steering value squashed to [-1, 1]; collision logits calibrated, steering bin logits raw
+        return torch.cat([y[:, :2] / self.temperature, y[:, 2:-1], torch.tanh(y[:, -1:])], dim=1)
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,7 @@ def load_model(ref: str) -> tuple[EarlyExitNet, str]:
     """(model in eval mode, model id) for a reference; ValueError/FileNotFoundError naming the problem."""
     if is_random_ref(ref):
         return _random_model(ref)
-    from .checkpoint import default_checkpoint_path, load_checkpoint
+    from .checkpoint import checkpoint_path, load_checkpoint
 
-    path = default_checkpoint_path() if ref == "default" else ref
-    model, meta = load_checkpoint(path)
+    model, meta = load_checkpoint(checkpoint_path(ref))
     return model, meta["model_id"]

@@ -23,13 +23,27 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "spinn-dataset"
-VERSION = 1
+VERSION = 2
 
 #: first world seed of each split; ranges never overlap while a split has < 1e6 worlds
-SPLIT_SEED_BASE = {"train": 0, "val": 1_000_000, "calib": 2_000_000, "test": 3_000_000}
-DEFAULT_WORLDS = {"train": 480, "val": 40, "calib": 100, "test": 100}
-DEFAULT_FRAMES_PER_WORLD = 80
-ARRAYS = ("images", "collision", "steering", "nearest", "pose", "world")
+SPLIT_SEED_BASE = {"train": 0, "val": 1_000_000, "calib": 2_000_000, "test": 3_000_000,
+                   "test-families": 4_000_000, "test-appearance": 5_000_000}
+#: the generalisation protocol (docs/model.md): which scene families and which appearance
+#: pool each split draws from; the two unseen splits hold out one of them each
+SPLIT_SCENES = {
+    "train": ("train", "train"), "val": ("train", "train"), "calib": ("train", "train"), "test": ("train", "train"),
+    "test-families": ("unseen", "train"), "test-appearance": ("train", "heldout"),
+}
+TEST_SPLITS = ("test", "test-families", "test-appearance")
+DEFAULT_WORLDS = {"train": 640, "val": 60, "calib": 150, "test": 100, "test-families": 100, "test-appearance": 100}
+DEFAULT_FRAMES_PER_WORLD = 40
+ARRAYS = ("images", "collision", "steering", "nearest", "pose", "world", "family", "textured")
+
+
+def split_families(split: str) -> tuple[str, ...]:
+    from . import world as W
+
+    return W.TRAIN_FAMILIES if SPLIT_SCENES[split][0] == "train" else W.UNSEEN_FAMILIES
 
 
 @dataclass(frozen=True)
@@ -43,8 +57,9 @@ class PoseParams:
     tilt_sigma_deg: float = 5.0          # pitch and roll ~ N(0, sigma), clipped
     tilt_max_deg: float = 15.0
     min_clearance: float = 0.3           # camera eye to any obstacle
-    default_light: float = 0.5           # share of frames with pybullet's default light (what PyFlyt renders)
-    shadow: float = 0.3                  # share of the re-lit frames with shadows
+    default_light: float = 0.4           # share of frames with pybullet's default light (what PyFlyt renders)
+    shadow: float = 0.5                  # share of the re-lit frames with shadows
+    facing_marking: float = 0.1          # share of poses looking at a ground marking (not an obstacle)
 
 
 # ---------------------------------------------------------------------------------
@@ -69,13 +84,19 @@ def _surface_point(rng, obstacle):
     return np.asarray(obstacle.center) + rot @ np.asarray(local), rot @ np.asarray(n, dtype=float)
 
 
-def sample_pose(rng, course, params: PoseParams = PoseParams()):
-    """(pos, yaw, pitch, roll) biased toward obstacles so collision frames are common."""
+def sample_pose(rng, course, params: PoseParams = PoseParams(), markings=()):
+    """(pos, yaw, pitch, roll) biased toward obstacles so collision frames are common,
+    and sometimes toward ground markings so the model learns paint is not an obstacle."""
     xmin, xmax, ymin, ymax = course.bounds
     tilt = lambda: math.radians(float(np.clip(rng.normal(0, params.tilt_sigma_deg), -params.tilt_max_deg, params.tilt_max_deg)))
     for _ in range(1000):
         z = float(rng.uniform(*params.height))
-        if course.obstacles and rng.random() < params.near_obstacle:
+        if markings and rng.random() < params.facing_marking:
+            m = markings[rng.integers(len(markings))]
+            bearing = rng.uniform(-math.pi, math.pi)
+            xy = np.asarray(m.center) + rng.uniform(1.0, 4.0) * np.array([math.cos(bearing), math.sin(bearing)])
+            yaw = bearing + math.pi + math.radians(rng.uniform(-15, 15))
+        elif course.obstacles and rng.random() < params.near_obstacle:
             obstacle = course.obstacles[rng.integers(len(course.obstacles))]
             point, normal = _surface_point(rng, obstacle)
             xy = point + normal * rng.uniform(*params.surface_distance)
@@ -108,28 +129,65 @@ def sample_lighting(rng, params: PoseParams = PoseParams()):
 _CLIENT = None   # one pybullet client per worker process
 
 
-def render_world(seed: int, frames: int, size: int, poses: PoseParams = PoseParams()) -> dict[str, np.ndarray]:
-    """All frames and labels of one world seed (deterministic)."""
+GREY = (0.5, 0.5, 0.5, 1.0)   # textured worlds render grey: the render is the shading
+
+
+def _paint_grey(client, ids) -> None:
+    client.changeVisualShape(0, -1, textureUniqueId=-1, rgbaColor=list(GREY))     # the ground plane (body 0)
+    for body in ids:
+        client.changeVisualShape(body, -1, rgbaColor=list(GREY))
+
+
+def render_frame(client, ids, app, pos, yaw, pitch, roll, camera, lighting, rng) -> np.ndarray:
+    """One uint8 frame: as the flight simulator renders it (plain worlds) or re-textured."""
+    from . import appearance as A
+    from . import world as W
+
+    if app.plain:
+        img = W.render_camera(client, pos, yaw, pitch, roll, camera, lighting)
+        return A.camera_effects(img / 255.0, rng, strength=0.6)
+    view, proj = W.camera_matrices(client, pos, yaw, pitch, roll, camera)
+    h, w = camera.resolution
+    _, _, rgba, depth, seg = client.getCameraImage(width=w, height=h, viewMatrix=view, projectionMatrix=proj,
+                                                   **lighting.camera_kwargs())
+    shading = np.asarray(rgba, dtype=np.float64).reshape(h, w, 4)[:, :, :3] / (255 * GREY[0])
+    eye = W.camera_eye(client, pos, yaw, pitch, roll, camera)
+    img = A.compose(app, shading, np.asarray(depth).reshape(h, w), np.asarray(seg).reshape(h, w), view, proj, eye,
+                    ground_id=0, obstacle_ids={b: i for i, b in enumerate(ids)}, rng=rng)
+    return A.camera_effects(img, rng)
+
+
+def render_world(seed: int, frames: int, size: int, families=None, pool: str = "train",
+                 poses: PoseParams = PoseParams()) -> dict[str, np.ndarray]:
+    """All frames and labels of one world seed (deterministic): a course of one of
+    ``families`` (default: the training families) with a look drawn from ``pool``."""
+    from . import appearance as A
     from . import world as W
 
     global _CLIENT
-    course = W.generate_course(seed)
-    _CLIENT, _ = W.new_world(course, _CLIENT)
-    camera = dataclasses.replace(W.DRONE_CAMERA, resolution=(size, size))
     rng = np.random.default_rng([int(seed), 1])
+    families = W.TRAIN_FAMILIES if families is None else families
+    course = W.generate_course(seed, str(rng.choice(families)))
+    _CLIENT, ids = W.new_world(course, _CLIENT)
+    app = A.random_appearance(rng, course, A.POOLS[pool])
+    if not app.plain:
+        _paint_grey(_CLIENT, ids)
+    camera = dataclasses.replace(W.DRONE_CAMERA, resolution=(size, size))
     out = {k: [] for k in ARRAYS}
     for _ in range(frames):
-        pos, yaw, pitch, roll = sample_pose(rng, course, poses)
+        pos, yaw, pitch, roll = sample_pose(rng, course, poses, app.markings)
         lighting = sample_lighting(rng, poses)
         label = W.ground_truth(_CLIENT, pos, yaw, pitch, roll, camera)
-        out["images"].append(W.render_camera(_CLIENT, pos, yaw, pitch, roll, camera, lighting))
+        out["images"].append(render_frame(_CLIENT, ids, app, pos, yaw, pitch, roll, camera, lighting, rng))
         out["collision"].append(label.collision)
         out["steering"].append(label.steering)
         out["nearest"].append(label.nearest_ahead)
         out["pose"].append((*pos, yaw, pitch, roll))
         out["world"].append(seed)
+        out["family"].append(W.COURSE_KINDS.index(course.kind))
+        out["textured"].append(not app.plain)
     dtypes = {"images": np.uint8, "collision": np.uint8, "steering": np.float32, "nearest": np.float32,
-              "pose": np.float32, "world": np.int64}
+              "pose": np.float32, "world": np.int64, "family": np.uint8, "textured": np.uint8}
     return {k: np.asarray(v, dtype=dtypes[k]) for k, v in out.items()}
 
 
@@ -159,7 +217,7 @@ def generate_split(split: str, worlds: int, frames_per_world: int = DEFAULT_FRAM
     from . import world as W
 
     seeds = split_seeds(split, worlds, offset)
-    tasks = [(s, frames_per_world, size) for s in seeds]
+    tasks = [(s, frames_per_world, size, split_families(split), SPLIT_SCENES[split][1]) for s in seeds]
     start = time.time()
     parts = []
     with tqdm(total=len(seeds) * frames_per_world, desc=f"gen-data {split}", unit="frame", disable=not progress) as bar:
@@ -182,6 +240,10 @@ def generate_split(split: str, worlds: int, frames_per_world: int = DEFAULT_FRAM
         "frames_per_world": frames_per_world,
         "count": int(len(coll)),
         "image_size": size,
+        "families": list(split_families(split)),
+        "family_names": list(W.COURSE_KINDS),
+        "appearance_pool": SPLIT_SCENES[split][1],
+        "textured_fraction": round(float(arrays["textured"].mean()), 4),
         "collision_fraction": round(float(coll.mean()), 4),
         "steering_abs_mean": round(float(np.abs(arrays["steering"]).mean()), 4),
         "steering_left_right": [int((arrays["steering"] < 0).sum()), int((arrays["steering"] > 0).sum())],
@@ -210,6 +272,8 @@ class Dataset:
     nearest: np.ndarray      # (N,) float32 metres
     pose: np.ndarray         # (N, 6) x, y, z, yaw, pitch, roll
     world: np.ndarray        # (N,) world seed
+    family: np.ndarray       # (N,) index into manifest["family_names"]
+    textured: np.ndarray     # (N,) 1 = re-textured world, 0 = rendered as in flight
     manifest: dict
 
     def __len__(self) -> int:

@@ -50,12 +50,12 @@ def _geometry(o: Obstacle) -> str:
 
 
 def obstacle_model(index: int, o: Obstacle) -> str:
-    """A static model standing on the ground, as world.build_course places it."""
+    """A static model where world.build_course places it (on the ground, or lifted by its base)."""
     geometry = _geometry(o)
     return f"""
     <model name="obstacle_{index:03d}">
       <static>true</static>
-      {_pose(o.center[0], o.center[1], o.height / 2, yaw=o.yaw)}
+      {_pose(o.center[0], o.center[1], o.center_z, yaw=o.yaw)}
       <link name="link">
         <collision name="collision">{geometry}</collision>
         <visual name="visual">{geometry}{_color(o.color)}</visual>

@@ -136,22 +136,37 @@ def render_camera(
 # Courses
 # --------------------------------------------------------------------------------
 
-COURSE_KINDS = ("forest", "boxes", "walls", "mixed")
+LEGACY_KINDS = ("forest", "boxes", "walls", "mixed")
+#: every scene family (docs/model.md); the later ones live in :mod:`spinn_ros.sim.families`
+COURSE_KINDS = LEGACY_KINDS + ("poles", "overhang", "clutter", "slabs", "composite", "gates")
+#: families the shipped model trains on; the rest make the unseen-families test split
+TRAIN_FAMILIES = ("forest", "boxes", "walls", "mixed", "poles", "overhang", "clutter", "slabs")
+UNSEEN_FAMILIES = ("composite", "gates")
 
 
 @dataclass(frozen=True)
 class Obstacle:
-    """A vertical prism on the ground: a cylinder ("pillar") or an oriented box ("box")."""
+    """A vertical prism: a cylinder ("pillar") or an oriented box ("box").
+
+    It stands on the ground unless ``base`` lifts it (beams, overhangs, caps); parts of
+    one composite obstacle share a ``group`` (and so one texture in training frames).
+    """
 
     kind: str                              # "pillar" | "box"
     center: tuple[float, float]            # footprint centre (x, y)
     size: tuple[float, float, float]       # pillar: (radius, radius, height); box: full (x, y, z) extents
     yaw: float = 0.0
     color: tuple[float, float, float, float] = (0.5, 0.5, 0.5, 1.0)
+    base: float = 0.0                      # height of the prism's bottom face above the ground
+    group: int = -1                        # composite obstacles: parts share a group id (>= 0)
 
     @property
     def height(self) -> float:
         return self.size[2]
+
+    @property
+    def center_z(self) -> float:
+        return self.base + self.size[2] / 2
 
     @property
     def footprint_radius(self) -> float:
@@ -161,7 +176,7 @@ class Obstacle:
     def distance(self, point) -> float:
         """Euclidean distance from a 3D point to the solid (0 inside)."""
         dx, dy = point[0] - self.center[0], point[1] - self.center[1]
-        dz = max(0.0 - point[2], point[2] - self.height, 0.0)
+        dz = max(self.base - point[2], point[2] - self.base - self.height, 0.0)
         if self.kind == "pillar":
             horiz = max(math.hypot(dx, dy) - self.size[0], 0.0)
         else:
@@ -258,11 +273,20 @@ def _fits(candidate: Obstacle, placed: list[Obstacle], min_gap: float) -> bool:
 
 
 def generate_course(seed: int, kind: str | None = None, params: CourseParams = CourseParams()) -> Course:
-    """A deterministic course for ``seed``; ``kind`` None draws one of COURSE_KINDS."""
+    """A deterministic course for ``seed``; ``kind`` None draws one of the legacy kinds.
+
+    The legacy kinds (forest, boxes, walls, mixed) keep the obstacles they always had
+    for a seed; the other families (:mod:`spinn_ros.sim.families`) put obstacles on the
+    straight line to the goal.
+    """
     rng = np.random.default_rng([int(seed), 0])
-    kind = str(rng.choice(COURSE_KINDS)) if kind is None else kind
+    kind = str(rng.choice(LEGACY_KINDS)) if kind is None else kind
     if kind not in COURSE_KINDS:
-        raise ValueError(f"unknown course kind {kind!r}; choose one of {COURSE_KINDS}")
+        raise ValueError(f"unknown course kind {kind!r}; choose one of {', '.join(COURSE_KINDS)}")
+    if kind not in LEGACY_KINDS:
+        from .families import generate_family
+
+        return generate_family(seed, kind, rng, params)
     p = params
     placed: list[Obstacle] = _walls(rng, p) if kind in ("walls", "mixed") else []
     n_walls = len(placed) // 2
@@ -318,7 +342,7 @@ def build_course(client, course: Course) -> list[int]:
                 baseMass=0.0,
                 baseCollisionShapeIndex=col,
                 baseVisualShapeIndex=vis,
-                basePosition=[o.center[0], o.center[1], o.height / 2],
+                basePosition=[o.center[0], o.center[1], o.center_z],
                 baseOrientation=client.getQuaternionFromEuler([0.0, 0.0, o.yaw]),
             )
         )

@@ -1,7 +1,11 @@
 """Calibrate a checkpoint's exits on the held-out calibration split (``spinn calibrate``).
 
-Writes ``<checkpoint stem>.calib.json`` beside the checkpoint (see
-:mod:`spinn_ros.core.calibration` for the schema and the exit policy).
+First each exit's collision confidence is temperature-scaled (one temperature per exit,
+fitted by NLL on the calib split and stored in the checkpoint, which is rewritten: its
+model id changes), so an exit's confidence means the accuracy the scheduler assumes.
+Then ``<checkpoint stem>.calib.json`` is written beside the checkpoint with the
+calibrated outputs (see :mod:`spinn_ros.core.calibration` for the schema and the exit
+policy); it carries the temperatures and each exit's expected calibration error.
 """
 from __future__ import annotations
 
@@ -11,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ..core.calibration import save_calibration
-from ..core.checkpoint import CheckpointError, calibration_path, load_checkpoint
+from ..core.calibration import expected_calibration_error, fit_temperature, save_calibration
+from ..core.checkpoint import CheckpointError, calibration_path, load_checkpoint, save_checkpoint
 from .common import add_checkpoint_data_args, calibration_from_outputs, check_frames, dataset_summary, exit_outputs, load_split
 
 
@@ -23,13 +27,38 @@ def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path | None = None, 
     dataset = load_split(data, split)
     check_frames(model, dataset.images, f"{split} split")
     outputs = exit_outputs(model, dataset.images, progress=progress)
-    calib = calibration_from_outputs(model, meta["model_id"], outputs, dataset,
-                                     extra={"calibration_data": dataset_summary(dataset)})
+    before = exit_eces(outputs, dataset.collision)
+    temperatures = fit_exit_temperatures(model, outputs, dataset.collision)
+    extra_meta = {k: v for k, v in meta.items() if k not in ("model_id", "spec", "path")}
+    model_id = save_checkpoint(checkpoint, model, extra_meta | {"exit_temperatures": temperatures})
+    outputs = exit_outputs(model, dataset.images, progress=progress)
+    calib = calibration_from_outputs(model, model_id, outputs, dataset, extra={
+        "calibration_data": dataset_summary(dataset),
+        "temperature_scaling": {"temperatures": temperatures, "ece_before": before,
+                                "ece_after": exit_eces(outputs, dataset.collision)},
+    })
     out = Path(out) if out is not None else calibration_path(checkpoint)
     save_calibration(out, calib)
     final = calib["exits"][-1]
+    print(f"exit temperatures {[round(t, 3) for t in temperatures]}; ECE per exit "
+          f"{[round(e, 4) for e in before]} -> {[round(e['ece'], 4) for e in calib['exits']]}; "
+          f"rewrote {checkpoint} (model id {model_id})")
     print(f"wrote {out}: {calib['num_frames']} {split} frames, final-exit accuracy {final['standalone_accuracy']:.4f}")
     return calib
+
+
+def exit_eces(outputs: dict, labels) -> list[float]:
+    correct = outputs["prediction"] == labels[None]
+    return [expected_calibration_error(c, ok) for c, ok in zip(outputs["confidence"], correct)]
+
+
+def fit_exit_temperatures(model, outputs: dict, labels) -> list[float]:
+    """Fit and set every exit's temperature (on top of any it already has); returns them."""
+    temperatures = []
+    for head, prob in zip(model.exits, outputs["collision_prob"]):
+        head.temperature.mul_(fit_temperature(prob, labels))
+        temperatures.append(round(float(head.temperature), 6))
+    return temperatures
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,9 +13,10 @@ from ..core.preprocess import to_model_input
 
 def add_checkpoint_data_args(ap, split: str, split_help: str | None = None) -> None:
     """The options every command that runs a checkpoint over a dataset split shares."""
-    from ..core.checkpoint import default_checkpoint_path
+    from ..core.checkpoint import checkpoint_path
 
-    ap.add_argument("--checkpoint", type=Path, default=default_checkpoint_path(), help="model checkpoint")
+    ap.add_argument("--checkpoint", type=checkpoint_path, default="default",
+                    help="model checkpoint: 'default' (the shipped model) or a path")
     ap.add_argument("--data", type=Path, default=Path("data"), help="dataset folder (or a .npz file)")
     ap.add_argument("--split", default=split, help=split_help)
     ap.add_argument("--threads", type=int, default=2)

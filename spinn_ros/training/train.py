@@ -158,9 +158,10 @@ def subset(data, limit: int | None):
         return data
     import dataclasses
 
+    from ..sim.dataset import ARRAYS
+
     keep = slice(0, limit)
-    return dataclasses.replace(data, **{k: getattr(data, k)[keep] for k in
-                                        ("images", "collision", "steering", "nearest", "pose", "world")})
+    return dataclasses.replace(data, **{k: getattr(data, k)[keep] for k in ARRAYS})
 
 
 def build_parser() -> argparse.ArgumentParser:
