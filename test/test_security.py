@@ -234,3 +234,19 @@ def test_parameters_explain_missing_certificates(tmp_path):
     with pytest.raises(ValueError, match="tls/ endpoints only"):
         ZenohSettings(connect=("tcp/127.0.0.1:1",), security="mtls", certs_dir=str(tmp_path), identity="d1")
 
+
+
+def test_a_node_refuses_a_certificate_that_names_someone_else(certs, tmp_path):
+    """d1 given d2's certificate would be let in as d2 (or refused): it says so at start instead."""
+    import shutil
+
+    from spinn_ros.transport.zenoh_link import certificate_name
+
+    assert certificate_name(certs / "d1.pem") == "d1"
+    mixed = tmp_path / "certs"
+    mixed.mkdir()
+    shutil.copy(certs / "ca.pem", mixed / "ca.pem")
+    shutil.copy(certs / "d2.pem", mixed / "d1.pem")
+    shutil.copy(certs / "d2.key", mixed / "d1.key")
+    with pytest.raises(ValueError, match="CN='d2'.*'d1'"):
+        ZenohSettings(connect=("tls/127.0.0.1:1",), security="mtls", certs_dir=str(mixed), identity="d1")

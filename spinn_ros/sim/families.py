@@ -167,11 +167,11 @@ def _blockers(rng, p: CourseParams, make, placed: list[Obstacle], gap: float, ne
     for x in xs:
         for _ in range(50):
             parts = _make(make, rng, float(x + rng.uniform(-0.5, 0.5)), float(rng.uniform(-0.3, 0.3)), next_group())
-            if _blocks_line(parts, p.flight_altitude) and _try_place(parts, placed, gap):
+            if blocks_line(parts, p.flight_altitude) and _try_place(parts, placed, gap):
                 break
 
 
-def _blocks_line(parts: Parts, altitude: float) -> bool:
+def blocks_line(parts: Parts, altitude: float) -> bool:
     """Some part crosses the straight line y = 0 at flight altitude (sampled every 2 cm)."""
     for part in parts:
         r = part.footprint_radius
@@ -181,7 +181,7 @@ def _blocks_line(parts: Parts, altitude: float) -> bool:
     return False
 
 
-def generate_family(seed: int, kind: str, rng, params: CourseParams = CourseParams()) -> Course:
+def generate_family(seed: int, kind: str, rng, params: CourseParams) -> Course:
     make, density, gap = FAMILIES[kind]
     p = params
     counter = iter(range(1_000_000))

@@ -144,7 +144,8 @@ def load_state(path: Path, model, opt, args) -> tuple[int, list]:
     if not path.is_file():
         raise FileNotFoundError(f"--resume: no training state at {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    saved = {k: state["args"].get(k) for k in ("model", "seed", "epochs1", "epochs2", "batch", "lr", "limit")}
+    saved = {k: state["args"].get(k) for k in ("model", "seed", "epochs1", "epochs2", "batch", "lr", "limit",
+                                                "exclude_family")}
     now = {k: getattr(args, k) for k in saved}
     if saved != now:
         raise ValueError(f"--resume: {path} was written with {saved}, this run asks for {now}")
@@ -153,14 +154,23 @@ def load_state(path: Path, model, opt, args) -> tuple[int, list]:
     return state["epoch"], state["history"]
 
 
-def subset(data, limit: int | None):
-    if not limit or limit >= len(data):
-        return data
+def subset(data, limit: int | None = None, exclude_families: tuple[str, ...] = ()):
+    """The first ``limit`` frames, without the frames of ``exclude_families`` (leave-one-family-out)."""
     import dataclasses
 
     from ..sim.dataset import ARRAYS
 
-    keep = slice(0, limit)
+    keep = np.ones(len(data), bool)
+    if exclude_families:
+        names = data.manifest["family_names"]
+        unknown = set(exclude_families) - set(names)
+        if unknown:
+            raise ValueError(f"--exclude-family: unknown {sorted(unknown)}; families are {', '.join(names)}")
+        keep &= ~np.isin(data.family, [names.index(f) for f in exclude_families])
+    if limit:
+        keep &= np.cumsum(keep) <= limit
+    if keep.all():
+        return data
     return dataclasses.replace(data, **{k: getattr(data, k)[keep] for k in ARRAYS})
 
 
@@ -184,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads for this run")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N training frames (smoke tests)")
+    ap.add_argument("--exclude-family", action="append", default=[], metavar="FAMILY",
+                    help="leave this scene family's frames out of training and validation (repeatable; "
+                         "leave-one-family-out runs, docs/model.md)")
     ap.add_argument("--resume", action="store_true", help=f"continue from <out>/{STATE_FILE}")
     ap.add_argument("--stop-after", type=int, default=None, metavar="EPOCHS",
                     help="stop once this many epochs are done in total (continue later with --resume)")
@@ -203,8 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     state_path = args.out / STATE_FILE
     try:
-        train_set = subset(load_split(args.data, "train"), args.limit)
-        val = load_split(args.data, "val")
+        excluded = tuple(args.exclude_family)
+        train_set = subset(load_split(args.data, "train"), args.limit, excluded)
+        val = subset(load_split(args.data, "val"), None, excluded)
         for name, d in (("train", train_set), ("val", val)):
             check_frames(model, d.images, f"{name} split")
         start_epoch, history = load_state(state_path, model, opt, args) if args.resume else (0, [])
@@ -230,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "spinn train " + shlex.join(argv),
         "seed": args.seed,
         "epochs": [args.epochs1, args.epochs2],
-        "train_data": dataset_summary(train_set),
+        "train_data": dataset_summary(train_set) | {"frames_used": len(train_set),
+                                                    "excluded_families": list(args.exclude_family)},
         "history": history,
         "torch": torch.__version__,
     }

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -118,6 +119,12 @@ class ZenohSettings:
                              f"`spinn certs --out {self.certs_dir} --drone <drone name>` (the drone's name is its "
                              f"namespace, 'default' without one), or set zenoh.security to plain (no "
                              f"authentication, anyone on the network can talk to it)")
+        cn = certificate_name(self.tls_files()["cert"])
+        if cn is not None and cn != self.identity:
+            raise ValueError(f"zenoh.certs: {self.tls_files()['cert']} names CN={cn!r}, but this node is "
+                             f"{self.identity!r}: the cloud's access control would treat it as {cn!r} (another "
+                             f"drone's certificate?); make this node's own with `spinn certs --out "
+                             f"{self.certs_dir} --drone {self.identity}`")
 
     def tls_files(self) -> dict[str, Path]:
         d = Path(self.certs_dir).expanduser()
@@ -165,6 +172,21 @@ class ZenohSettings:
         else:
             entries["listen/endpoints"] = []      # nothing to reach it by but its own link to the router
         return entries
+
+
+def certificate_name(pem: Path) -> str | None:
+    """The common name in a PEM certificate's subject (None if it cannot be read here).
+
+    CPython's own decoder (``ssl._ssl._test_decode_cert``; no extra dependency); a node
+    whose certificate names someone else would be authorised as them, or refused."""
+    decode = getattr(getattr(ssl, "_ssl", None), "_test_decode_cert", None)
+    if decode is None:
+        return None
+    try:
+        subject = decode(str(pem))["subject"]
+    except (OSError, ssl.SSLError, KeyError, ValueError):
+        return None
+    return next((value for rdn in subject for key, value in rdn if key == "commonName"), None)
 
 
 def size_limits(prefix: str) -> list[dict]:
