@@ -125,6 +125,7 @@ def _gate(rng, x, y, group) -> Parts:
     if u < 0.75:  # a wall with a window: passable only through the hole
         half, hole_w, hole_h = rng.uniform(1.5, 3.5), rng.uniform(0.8, 2.0), rng.uniform(0.8, 1.6)
         bottom, off, t, h = rng.uniform(0.2, 1.2), rng.uniform(-1.0, 1.0), rng.uniform(0.1, 0.3), rng.uniform(2.8, 4.0)
+        off *= max(0.0, half - hole_w / 2 - 0.3)     # the hole stays inside the wall
         lo, hi = off - hole_w / 2, off + hole_w / 2
         parts = []
         for a, b in ((-half, lo), (hi, half)):
@@ -154,6 +155,8 @@ def _make(make, rng, x: float, y: float, group: int) -> Parts:
 
 
 def _try_place(parts: Parts, placed: list[Obstacle], gap: float) -> bool:
+    if min(min(part.size) for part in parts) <= 0:
+        raise ValueError(f"degenerate obstacle part among {parts}")
     if all(_fits(part, placed, gap) for part in parts):
         placed.extend(parts)
         return True
