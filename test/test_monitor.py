@@ -33,7 +33,8 @@ from helpers import Collector, image_msg
 pytestmark = pytest.mark.netns
 
 FRAME_RATE = 30.0
-SLOWDOWN = 20.0           # the drone computes 20x slower than one core here (sleep-padded head)
+SLOWDOWN = 30.0           # the drone computes 30x slower than one core here (sleep-padded head): with the shipped
+                          # model the planner then offloads on a fast link and keeps frames on the drone on a 2 Mbit/s one
 DEADLINE_MS = 90.0            # below the SLA bound (100 ms): a late offload falls back in time
 PORT = 7447
 CAMERA = "/camera/image_raw"

@@ -200,7 +200,8 @@ def test_dataset_frames_are_used_when_present(tmp_path):
     n = 6
     arrays = {"images": np.arange(n * 16 * 16 * 3, dtype=np.uint8).reshape(n, 16, 16, 3),
               "collision": np.zeros(n, np.uint8), "steering": np.zeros(n, np.float32),
-              "nearest": np.ones(n, np.float32), "pose": np.zeros((n, 6), np.float32), "world": np.arange(n)}
+              "nearest": np.ones(n, np.float32), "pose": np.zeros((n, 6), np.float32), "world": np.arange(n),
+              "family": np.zeros(n, np.uint8), "textured": np.ones(n, np.uint8)}
     path = tmp_path / "val.npz"
     save_split(path, arrays, {"format": FORMAT, "version": VERSION})
     frames, source = P.input_frames(3, 16, path)
