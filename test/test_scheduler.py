@@ -23,7 +23,7 @@ import pytest
 from spinn_ros.core.calibration import Calibration
 from spinn_ros.core.profiler import ProfileError, synthetic_profile
 from spinn_ros.core.progressive import PLAIN_NETWORK
-from spinn_ros.core.scheduler import NO_EXITS, STRATEGIES, Conditions, PerformanceModel, Scheduler
+from spinn_ros.core.scheduler import STRATEGIES, Conditions, PerformanceModel, Scheduler
 from spinn_ros.core.sla import parse_sla
 
 MODEL_ID = "toy"
@@ -141,7 +141,7 @@ def test_no_device_exit_falls_back_by_computing_the_tail_on_the_drone():
 
 def test_no_exits_column_skips_the_intermediate_heads():
     m = toy_model()
-    plain, exits = m.predict(3, NO_EXITS, SLOW), m.predict(3, 1.0, SLOW)
+    plain, exits = m.predict(3, PLAIN_NETWORK, SLOW), m.predict(3, 1.0, SLOW)
     assert plain.latency_ms == pytest.approx(60 + 2 + CAMERA_BOUND_WAIT)
     assert exits.latency_ms == pytest.approx(66 + CAMERA_BOUND_WAIT)
     assert plain.accuracy == pytest.approx(0.94)
@@ -253,15 +253,15 @@ def test_infeasible_sla_picks_the_safest_plan_and_says_so():
 
 def test_baselines_return_their_fixed_plans():
     cons = {"latency_ms": {"max": 500}}
-    assert (decide(FAST, "device_only", constraints=cons).split, decide(FAST, "device_only").threshold) == (3, NO_EXITS)
+    assert (decide(FAST, "device_only", constraints=cons).split, decide(FAST, "device_only").threshold) == (3, PLAIN_NETWORK)
     cloud = decide(FAST, "cloud_only", constraints=cons)
-    assert (cloud.split, cloud.threshold, cloud.offload) == (0, NO_EXITS, True)
+    assert (cloud.split, cloud.threshold, cloud.offload) == (0, PLAIN_NETWORK, True)
     assert decide(FAST, "neurosurgeon").split == 0     # the lowest latency on a fast link
     assert decide(SLOW, "neurosurgeon").split == 3
     bx = decide(SLOW, "branchynet", constraints={"latency_ms": {"max": 50}})
     assert (bx.split, bx.threshold) == (3, 0.5)
     assert decide(OUTAGE, "cloud_only").split == 3     # no cloud: the drone runs the plain network
-    assert decide(FAST, "cloud_only").plan_fields()["exit_threshold"] == NO_EXITS == PLAIN_NETWORK
+    assert decide(FAST, "cloud_only").plan_fields()["exit_threshold"] == PLAIN_NETWORK
 
 
 def test_plan_fields_match_split_plan_msg():
@@ -303,7 +303,7 @@ def test_unknown_strategy_is_refused():
     with pytest.raises(ValueError, match="neurosurgeon"):
         Scheduler(toy_model(), sla(), "nope")
     assert set(STRATEGIES) == {"spinn", "device_only", "cloud_only", "neurosurgeon", "branchynet"}
-    assert math.isinf(NO_EXITS)
+    assert math.isinf(PLAIN_NETWORK)
 
 
 def test_provisional_accuracy_table_is_exact_and_read_back():

@@ -53,9 +53,13 @@ class SlowerDevice:
 
     def pad(self, start: int, stop: int, measured_s: float, plain: bool = False) -> float:
         """Sleep until stages [start, stop) took ``factor`` x their idle cost; the emulated seconds."""
+        return self.pad_to(self.cost_s(start, stop, plain), measured_s)
+
+    def pad_to(self, idle_s: float, measured_s: float) -> float:
+        """Sleep until work of ``idle_s`` idle-machine seconds took ``factor`` x that; the emulated seconds."""
         if self.factor <= 1.0:
             return measured_s
-        target = self.factor * self.cost_s(start, stop, plain)
+        target = self.factor * idle_s
         if target > measured_s:
             time.sleep(target - measured_s)
         return max(target, measured_s)

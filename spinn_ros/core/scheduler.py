@@ -18,8 +18,6 @@ from .calibration import PLAIN_NETWORK, Calibration, provisional_accuracy
 from .profiler import DEFAULT_ENCODING, ENCODINGS, Profile, ProfileError
 from .sla import SLA, Objective
 
-#: the threshold of the plain network: no early exit, intermediate exit heads not even run
-NO_EXITS = PLAIN_NETWORK
 BOTTLENECKS = ("camera", "device", "link", "server")
 
 
@@ -73,7 +71,7 @@ class Conditions:
 @dataclass(frozen=True)
 class Prediction:
     split: int
-    threshold: float                       # NO_EXITS: the plain network
+    threshold: float                       # PLAIN_NETWORK: the plain network
     offload: bool                          # the plan lets the drone request the tail
     latency_ms: float                      # at ``percentile``
     percentile: float
@@ -89,7 +87,7 @@ class Prediction:
 
     @property
     def early_exits(self) -> bool:
-        return self.threshold != NO_EXITS
+        return self.threshold != PLAIN_NETWORK
 
 
 METRICS = ("latency_ms", "mean_latency_ms", "accuracy", "throughput_fps", "offload_fraction", "fallback_fraction",
@@ -98,7 +96,7 @@ METRICS = ("latency_ms", "mean_latency_ms", "accuracy", "throughput_fps", "offlo
 
 @dataclass
 class PredictionTable:
-    """Every metric as a (threshold column, split) array; column -1 is NO_EXITS."""
+    """Every metric as a (threshold column, split) array; column -1 is PLAIN_NETWORK."""
 
     thresholds: np.ndarray
     num_stages: int
@@ -160,7 +158,7 @@ class PerformanceModel:
         self.device, self.cloud, self.cal, self.stat = device, cloud, calibration, stat
         self.num_stages = n = calibration.num_stages
         self.splits = np.arange(n + 1)
-        self.thresholds = np.array([*calibration.thresholds, NO_EXITS])
+        self.thresholds = np.array([*calibration.thresholds, PLAIN_NETWORK])
         self.exit_stages = np.array(calibration.exit_stages)
         self.on_device = self.exit_stages[None, :] < self.splits[:, None]            # (S, E)
         self.rates, self.exit_acc, self.heads = self._exit_tables()                  # (C, E) each
@@ -290,8 +288,8 @@ class PerformanceModel:
         return tail, share, cond.cloud_queue_depth * per_request
 
     def column(self, threshold: float) -> int:
-        """Threshold -> column (snapped to the calibration grid; NO_EXITS is the last)."""
-        return len(self.thresholds) - 1 if threshold == NO_EXITS else self.cal.threshold_index(threshold)
+        """Threshold -> column (snapped to the calibration grid; PLAIN_NETWORK is the last)."""
+        return len(self.thresholds) - 1 if threshold == PLAIN_NETWORK else self.cal.threshold_index(threshold)
 
     def predict(self, split: int, threshold: float, cond: Conditions, percentile: float = 95.0) -> Prediction:
         if not isinstance(split, (int, np.integer)) or not 0 <= split <= self.num_stages:
@@ -348,7 +346,7 @@ def _mixture_percentile(values: np.ndarray, weights: np.ndarray, percentile: flo
 class Strategy:
     name: str
     description: str
-    early_exits: bool                      # False: the plain network (column NO_EXITS)
+    early_exits: bool                      # False: the plain network (column PLAIN_NETWORK)
     splits: str                            # "all", "device" (split N) or "cloud" (split 0)
     objectives: tuple[Objective, ...] | None = None    # None: the SLA's
     provisional: bool = False              # offload only where the drone has an exit before the split

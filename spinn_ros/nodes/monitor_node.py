@@ -26,14 +26,13 @@ from ..core.calibration import load_calibration
 from ..core.checkpoint import calibration_path
 from ..core.estimators import ChangeDetector, LinkEstimator
 from ..core.model_ref import is_random_ref, load_model
-from ..core.profiler import find_profile, load_profile
+from ..core.profiler import ENCODINGS, find_profile, load_profile
 from ..core.scheduler import STRATEGIES, Conditions, Decision, PerformanceModel, Scheduler
 from ..core.sla import load_sla
 from ..ros import diagnostics as diag
 from ..ros import qos
 from ..ros.node_main import run_node
 from ..ros.params import Param, ParameterError, declare, in_range, non_empty, one_of, zenoh_params
-from .drone_node import ENCODINGS
 
 PARAMS = [
     Param("checkpoint", "default", "the drone's model ('default', a path); plans carry its id", non_empty,
