@@ -207,12 +207,14 @@ class DroneEngine:
         return "yes"
 
     def _process(self, frame: Frame) -> None:
+        t0 = time.perf_counter()
         try:
             x = self._prepare(frame.data)
         except UnsupportedImage as exc:
             self.rejected += 1
             self._warn(f"rejected image (frame {frame.seq}): {exc}")
             return
+        self.device.pad_to(self.device.preprocess_s, time.perf_counter() - t0)
         plan = self.plan
         room = self._offload_room(plan)
         if room == "yes" and plan.sends_first:
@@ -263,9 +265,12 @@ class DroneEngine:
         if job is None:   # cannot happen with one worker (room was checked), but never lose a frame
             self._finish_locally(frame, pending)
             return None
+        t0 = time.perf_counter()
+        payload = self._request_bytes(job.request_id, plan, head.activation, settings,
+                                      (deadline - self._clock()) / 1e9)
+        self.device.pad_to(self.device.encode_s(settings.encoding, plan.split), time.perf_counter() - t0)
+        job.wire_bytes = len(payload)
         remaining_s = (deadline - self._clock()) / 1e9
-        job.wire_bytes = len(payload := self._request_bytes(job.request_id, plan, head.activation, settings,
-                                                            remaining_s))
         self.transport.request(payload, remaining_s + settings.late_grace_ms / 1e3,
                                lambda reply, why, rid=job.request_id: self.on_reply(rid, reply, why))
         return job

@@ -219,7 +219,7 @@ class MonitorNode(Node):
         msg.header.stamp = self.get_clock().now().to_msg()
         self.plan_pub.publish(msg)
         self.get_logger().info(
-            f"plan {self.plan_id}: split {msg.split_point}, threshold {msg.exit_threshold:.3f}, offload "
+            f"plan {self.plan_id}: split {msg.split_point}, threshold {msg.exit_threshold:.3f}, {msg.mode}, offload "
             f"{msg.offload}, predicted p{self.scheduler.sla.percentile:g} {msg.predicted_latency_ms:.1f} ms, "
             f"accuracy {msg.predicted_accuracy:.3f} (link {c.bandwidth_mbps:.1f} Mbit/s, rtt {c.rtt_ms:.1f} ms, "
             f"loss {c.loss_rate:.2f}, cloud {'up' if c.cloud_alive else 'down'}) -- {msg.reason}")
@@ -255,7 +255,7 @@ def _checkpoint_file(ref: str) -> Path:
 
 
 def _same_plan(a: Decision, b: Decision) -> bool:
-    return (a.split, a.threshold, a.offload) == (b.split, b.threshold, b.offload)
+    return a.plan == b.plan
 
 
 def main(args=None) -> int:
