@@ -133,10 +133,22 @@ def test_loss_costs_the_deadline_and_device_accuracy():
 
 
 def test_no_device_exit_falls_back_by_computing_the_tail_on_the_drone():
-    p = toy_model().predict(0, 1.0, SLOW)              # 400 ms to send the frame: always late, no provisional answer
+    uncapped = Conditions(bandwidth_mbps=1.0, rtt_ms=100.0, max_in_flight=64)
+    p = toy_model().predict(0, 1.0, uncapped)          # 400 ms to send the frame: always late, no provisional answer
     assert p.fallback_fraction == 1
     assert p.latency_ms == pytest.approx(200 + 66)
     assert p.accuracy == pytest.approx(0.94)          # the drone computes the same answer, late
+
+
+def test_the_in_flight_cap_refuses_offloads_and_the_head_answers_them():
+    """At 30 Hz with every offload out until the 200 ms deadline, 6 would be in flight: the cap of 4
+    lets 2/3 of the frames out, and the first exit answers the rest at once (no tail on the drone)."""
+    p = toy_model().predict(0, 1.0, SLOW)
+    assert p.offload_fraction == pytest.approx(2 / 3) and p.fallback_fraction == 1
+    assert p.accuracy == pytest.approx(2 / 3 * 0.94 + 1 / 3 * STANDALONE[0])
+    assert p.bytes_per_frame == pytest.approx(2 / 3 * 50_000)
+    roomy = toy_model().predict(0, 1.0, Conditions(bandwidth_mbps=1.0, rtt_ms=100.0, max_in_flight=6))
+    assert roomy.offload_fraction == 1 and roomy.accuracy == pytest.approx(0.94)
 
 
 def test_no_exits_column_skips_the_intermediate_heads():
@@ -390,6 +402,6 @@ def test_offload_first_and_race_predictions_by_hand():
     assert race.mean_latency_ms == pytest.approx(mailbox(22) + 20 + 0.16 + 2 + 2.2, abs=0.01)
     assert of.accuracy == race.accuracy == pytest.approx(0.94)
     # a link too slow for the deadline: offload-first computes the tail on the drone, the race keeps exit 0's answer
-    slow = Conditions(bandwidth_mbps=0.5, rtt_ms=100.0)
+    slow = Conditions(bandwidth_mbps=0.5, rtt_ms=100.0, max_in_flight=64)
     assert m.predict(1, 1.0, slow, mode="race").accuracy == pytest.approx(STANDALONE[0])
     assert m.predict(1, 1.0, slow, mode="offload-first").accuracy == pytest.approx(0.94)

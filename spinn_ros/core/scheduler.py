@@ -40,6 +40,7 @@ class Conditions:
     frame_rate_hz: float = 30.0            # camera rate: the most frames there are to answer
     deadline_ms: float = 200.0             # the drone's cloud.deadline_ms: it falls back after this
     encoding: str = DEFAULT_ENCODING       # the drone's cloud.encoding
+    max_in_flight: int = 4                 # the drone's cloud.max_in_flight: beyond it the head answers
 
     def __post_init__(self):
         checks = {
@@ -47,6 +48,7 @@ class Conditions:
             "cloud_batch_size": self.cloud_batch_size > 0, "device_slowdown": self.device_slowdown > 0,
             "cloud_slowdown": self.cloud_slowdown > 0, "frame_rate_hz": self.frame_rate_hz > 0,
             "deadline_ms": self.deadline_ms > 0, "encoding": self.encoding in ENCODINGS,
+            "max_in_flight": self.max_in_flight >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -292,10 +294,14 @@ class PerformanceModel:
         if mode == OFFLOAD_FIRST:
             return self.sent_rates, self.sent_acc, before, np.zeros((C, S)), np.full((C, S), np.nan)
         # race: on to the first exit (if the split comes before it) and its head, after sending
-        cum = np.concatenate([[0.0], np.cumsum(self.device.stage_ms(self.stat))])
-        stages_after = np.maximum(cum[int(self.exit_stages[0]) + 1] - cum, 0.0)
-        after = np.broadcast_to(k * (stages_after + self.device.exit_ms(self.stat)[0]), (C, S))
+        after = np.broadcast_to(self._first_exit_work(k), (C, S))
         return self.sent_rates, self.sent_acc, before, after, np.full((C, S), self.first_exit_acc)
+
+    def _first_exit_work(self, k: float) -> np.ndarray:
+        """(S,): drone ms from the split's activation to the first exit's answer (its stages, if the
+        split comes before it, and its head)."""
+        cum = np.concatenate([[0.0], np.cumsum(self.device.stage_ms(self.stat))])
+        return k * (np.maximum(cum[int(self.exit_stages[0]) + 1] - cum, 0.0) + self.device.exit_ms(self.stat)[0])
 
     def _predict_mode(self, cond: Conditions, mode: str, percentile: float, on_time_ms: float) -> dict:
         k, usable = cond.device_slowdown, cond.link_usable and self.cloud is not None
@@ -326,19 +332,28 @@ class PerformanceModel:
         late = answer_at > cond.deadline_ms
         p_fb = loss + (1 - loss) * late                                             # per cloud exit
 
-        # latency: a mixture over (exit, delivered | lost)
-        w = np.concatenate([R_dev + R_cloud * (1 - loss), R_cloud * loss], axis=-1)
+        # the in-flight cap: beyond it the head answers at once (the provisional answer, else the first exit's)
+        admitted = _admitted_share(cond, busy, p_off, R_cloud, answer_at, sent_at, loss)
+        R_cloud, R_refused = R_cloud * admitted[..., None], R_cloud * (1 - admitted[..., None])
+        prov = np.nan_to_num(prov_acc)[..., None]
+        refused_lat = np.broadcast_to(np.where(has_prov, prov_at, sent_at + self._first_exit_work(k))[..., None],
+                                      R_refused.shape)
+        refused_acc = np.broadcast_to(np.where(has_prov[..., None], prov, self.first_exit_acc), R_refused.shape)
+
+        # latency: a mixture over (exit, delivered | lost | refused)
+        w = np.concatenate([R_dev + R_cloud * (1 - loss), R_cloud * loss, R_refused], axis=-1)
         delivered_lat = np.where(on_dev, dev_exit_lat, np.where(late, fallback_lat, answer_at))
-        lat = np.concatenate([delivered_lat, fallback_lat], axis=-1)
+        lat = np.concatenate([delivered_lat, fallback_lat, refused_lat], axis=-1)
 
         # accuracy: the calibrated answer, except the provisional one where a fallback uses it
-        prov = np.nan_to_num(prov_acc)[..., None]
         fallback_acc = np.where(has_prov[..., None], prov, exit_acc)
-        accuracy = (R * exit_acc).sum(-1) - (R_cloud * p_fb * (exit_acc - fallback_acc)).sum(-1)
-        final_acc = np.concatenate([np.where(on_dev | ~late, exit_acc, fallback_acc), fallback_acc], axis=-1)
+        accuracy = ((R_dev * exit_acc).sum(-1) + (R_cloud * (exit_acc - p_fb * (exit_acc - fallback_acc))).sum(-1)
+                    + (R_refused * refused_acc).sum(-1))
+        final_acc = np.concatenate([np.where(on_dev | ~late, exit_acc, fallback_acc), fallback_acc, refused_acc],
+                                   axis=-1)
 
         device_ms = busy + (R_cloud * p_fb * fallback_work).sum(-1)
-        bytes_pf = p_off * nbytes[None, :]
+        bytes_pf = p_off * admitted * nbytes[None, :]
         server_ms = (R_cloud * (1 - loss) * (share + dec_ms[None, :, None])).sum(-1)
         fps = _throughput_bounds(cond, usable, device_ms, bytes_pf, server_ms)
         with np.errstate(divide="ignore"):
@@ -348,7 +363,7 @@ class PerformanceModel:
         return {"valid": valid, "bottleneck": fps.argmin(0), "holds": holds,
                 "latency_ms": _mixture_percentile(lat, w, percentile), "mean_latency_ms": (w * lat).sum(-1),
                 "accuracy": accuracy, "on_time_accuracy": on_time, "throughput_fps": fps.min(0),
-                "offload_fraction": p_off, "fallback_fraction": (R_cloud * p_fb).sum(-1),
+                "offload_fraction": p_off * admitted, "fallback_fraction": (R_cloud * p_fb + R_refused).sum(-1),
                 "bytes_per_frame": bytes_pf, "server_ms_per_frame": server_ms, "device_ms_per_frame": device_ms}
 
     def _valid_and_holding(self, mode: str, usable: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -399,6 +414,17 @@ class PerformanceModel:
             raise ValueError(f"split must be an integer in [0, {self.num_stages}], got {split!r}")
         table = self.predict_all(cond, percentile, on_time_ms)
         return table.prediction(table.row(check_mode(mode), self.column(threshold)), int(split))
+
+
+def _admitted_share(cond: Conditions, busy, p_off, R_cloud, answer_at, sent_at, loss: float) -> np.ndarray:
+    """(C, S): the share of offloads the drone's in-flight cap lets out. An offload holds a slot
+    from leaving until its answer or its deadline; by Little's law the offloads out at once
+    average their rate x that time, and those beyond the cap are refused."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        done_at = (1 - loss) * np.minimum(answer_at, cond.deadline_ms) + loss * cond.deadline_ms
+        held_ms = np.where(p_off > 0, (R_cloud * done_at).sum(-1) / p_off - sent_at, 0.0)
+        out = np.minimum(cond.frame_rate_hz, 1e3 / busy) * p_off * held_ms / 1e3
+        return np.where(out > cond.max_in_flight, cond.max_in_flight / out, 1.0)
 
 
 def _stale_accuracy(cal: Calibration) -> float:
