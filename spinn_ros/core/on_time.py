@@ -34,6 +34,21 @@ class CommandScore:
     own_on_time_share: float       # frames with an answer of their own in time
 
 
+def command_ages_ms(frames: Iterable[tuple[Hashable, float]], answers: Iterable[tuple[Hashable, float]]) -> list[float]:
+    """At each camera frame ``(key, t)``: the age of the frame behind the latest answer ``(key, t)``
+    published by then (frames before any answer: none)."""
+    frames = sorted(frames, key=lambda f: f[1])
+    answers = sorted(answers, key=lambda a: a[1])
+    sent = dict(frames)
+    times = [a[1] for a in answers]
+    ages = []
+    for _, t in frames:
+        i = bisect.bisect_right(times, t) - 1
+        if i >= 0 and answers[i][0] in sent:
+            ages.append((t - sent[answers[i][0]]) * 1e3)
+    return ages
+
+
 def score_commands(frames: Iterable[CameraFrame], answers: Iterable[Answered], deadline_s: float) -> CommandScore:
     import numpy as np
 
@@ -45,7 +60,7 @@ def score_commands(frames: Iterable[CameraFrame], answers: Iterable[Answered], d
     for a in answers:                 # in publishing order: the latest in time wins
         if a.key in sent and a.t <= sent[a.key] + deadline_s:
             own[a.key] = a
-    right, ages, owned = [], [], 0
+    right, owned = [], 0
     for f in frames:
         command = own.get(f.key)
         owned += command is not None
@@ -53,9 +68,7 @@ def score_commands(frames: Iterable[CameraFrame], answers: Iterable[Answered], d
             i = bisect.bisect_right(times, f.t + deadline_s) - 1
             command = answers[i] if i >= 0 else None
         right.append(command is not None and command.prediction == f.label)
-        i = bisect.bisect_right(times, f.t) - 1
-        if i >= 0 and answers[i].key in sent:
-            ages.append((f.t - sent[answers[i].key]) * 1e3)
+    ages = command_ages_ms([(f.key, f.t) for f in frames], [(a.key, a.t) for a in answers])
     n = len(frames)
     return CommandScore(sum(right) / n if n else float("nan"),
                         float(np.percentile(ages, 95)) if ages else float("nan"), owned / n if n else float("nan"))
