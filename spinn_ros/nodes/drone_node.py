@@ -355,6 +355,7 @@ class DroneNode(Node):
             "cloud_alive": sorted(self.link.clouds.alive) if self.link else "disabled",
             "split_point": plan.split,
             "exit_threshold": plan.threshold,
+            "plan_mode": plan.mode,
             "plan_id": plan.plan_id,
             "model_id": self.model_id,
         }
