@@ -29,7 +29,7 @@ from spinn_ros.core.checkpoint import calibration_path, default_checkpoint_path
 from spinn_ros.core.model import decode_exit
 from spinn_ros.core.model_ref import load_model
 from spinn_ros.core.preprocess import to_model_input
-from spinn_ros.core.profiler import NO_EXIT, REFERENCE_HOST, find_profile, input_frames, load_profile, profiles_root
+from spinn_ros.core.profiler import NEVER_CONFIDENT, REFERENCE_HOST, find_profile, input_frames, load_profile, profiles_root
 from spinn_ros.core.progressive import run_head
 from spinn_ros.core.scheduler import PerformanceModel, Scheduler
 from spinn_ros.core.sla import default_sla_path, load_sla
@@ -82,7 +82,7 @@ def speed_rows(model, ort, xs: list, runs: int, warmup: int) -> list[dict]:
         rows.append({"head": "whole model, backend only", "torch_b1_ms": t["torch"]["median_ms"],
                      "ort_b1_ms": t["ort"]["median_ms"], "speedup_b1": t["torch"]["median_ms"] / t["ort"]["median_ms"]})
         # the real call on the drone, policy included, whole model, no exit confident
-        t = side_by_side(models, lambda m: run_head(m, x, model.num_stages, NO_EXIT), runs, warmup)
+        t = side_by_side(models, lambda m: run_head(m, x, model.num_stages, NEVER_CONFIDENT), runs, warmup)
         rows.append({"head": "run_head, whole model", "torch_b1_ms": t["torch"]["median_ms"],
                      "ort_b1_ms": t["ort"]["median_ms"], "speedup_b1": t["torch"]["median_ms"] / t["ort"]["median_ms"]})
     return rows

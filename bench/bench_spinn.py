@@ -26,6 +26,10 @@ frame sequence every time, so strategies are compared on the same frames):
   latency         camera publish -> final result arrival here, p50 / p95 (and at the SLA percentile)
   accuracy        collision decision (probability >= 0.5) of the final answer against the label;
                   beside it the accuracy the plan in force predicted
+  on-time acc.    share of camera frames whose command was right: the frame's latest answer (provisional
+                  or final) published within the SLA's latency bound, else the answer in force then
+                  (core/on_time.py); beside it the plan's prediction, and staleness p95 (age of the frame
+                  behind the answer in force at each camera frame)
   bytes/frame     mean offload_bytes; server ms/frame: mean cloud_compute_ms (0 when the drone answered)
   deadline misses finals later than the drone's cloud.deadline_ms + a slack after publishing
   dropped         frames with no final answer (the drone was busy: newest-frame mailbox)
@@ -61,6 +65,7 @@ from bench.common import percentile, print_table, results_dir, write_json  # noq
 from spinn_ros import launch_spec  # noqa: E402
 from spinn_ros.core.checkpoint import calibration_path, default_checkpoint_path  # noqa: E402
 from spinn_ros.core.model_ref import load_model  # noqa: E402
+from spinn_ros.core.on_time import Answered, CameraFrame, score_commands  # noqa: E402
 from spinn_ros.core.profiler import find_profile  # noqa: E402
 from spinn_ros.core.scheduler import STRATEGIES  # noqa: E402
 from spinn_ros.core.sla import OBJECTIVES, default_sla_path, load_sla  # noqa: E402
@@ -185,6 +190,7 @@ class Recorder:
         from spinn_ros.ros import qos
 
         self.finals: dict[int, Final] = {}
+        self.answers: list[Answered] = []       # every answer, provisional ones too: what control acted on
         self.plans: list[tuple[float, object]] = []
         self.link_state = None
         node.create_subscription(InferenceResult, "/spinn/result", self._on_result, qos.RESULTS)
@@ -193,8 +199,9 @@ class Recorder:
         node.create_subscription(LinkState, "/spinn/link", self._on_link, qos.LATCHED)
 
     def _on_result(self, r) -> None:
+        key = r.header.stamp.sec * 1_000_000_000 + r.header.stamp.nanosec
+        self.answers.append(Answered(key, time.monotonic(), r.collision_probability >= COLLISION_AT))
         if not r.provisional:
-            key = r.header.stamp.sec * 1_000_000_000 + r.header.stamp.nanosec
             self.finals[key] = Final(time.monotonic(), r.collision_probability, r.source, r.offload_bytes,
                                      r.cloud_compute_ms, r.device_compute_ms, r.plan_id, r.split_point, r.exit_threshold)
 
@@ -307,21 +314,27 @@ def adjusted_variance(share: float, n: int) -> float:
 
 
 def window_metrics(frames: list[tuple[int, float, int]], recorder: Recorder, labels: np.ndarray, plans: dict,
-                   seconds: float, deadline_ms: float, slack_ms: float, sla_percentile: float) -> dict:
+                   seconds: float, deadline_ms: float, slack_ms: float, sla) -> dict:
     """Measured performance of the frames published in one window (see the module docstring)."""
     answered = [(t_sent, i, recorder.finals[k]) for k, t_sent, i in frames if k in recorder.finals]
+    commands = score_commands([CameraFrame(k, t_sent, bool(labels[i])) for k, t_sent, i in frames],
+                              list(recorder.answers), (sla.on_time_ms or deadline_ms) / 1e3)
     lat = [(f.t - t_sent) * 1e3 for t_sent, _, f in answered]
     n = len(answered)
     correct = [float((f.collision_p >= COLLISION_AT) == labels[i]) for _, i, f in answered]
     mean = lambda xs: statistics.fmean(xs) if xs else float("nan")   # noqa: E731
     predicted = [plans[f.plan_id].predicted_accuracy for _, _, f in answered if f.plan_id in plans]
-    in_force = Counter((f.split, round(f.threshold, 3)) for _, _, f in answered).most_common(1)
+    predicted_on_time = [plans[f.plan_id].predicted_on_time_accuracy for _, _, f in answered if f.plan_id in plans]
+    in_force = Counter((f.split, round(f.threshold, 3), plans[f.plan_id].mode if f.plan_id in plans else "")
+                       for _, _, f in answered).most_common(1)
     sources = Counter(f.source for _, _, f in answered)
     return {
         "frames": len(frames), "answered": n,
         "throughput_fps": n / seconds,
         "latency_p50_ms": percentile(lat, 50), "latency_p95_ms": percentile(lat, 95),
-        "latency_ms": percentile(lat, sla_percentile),
+        "latency_ms": percentile(lat, sla.percentile),
+        "on_time_accuracy": commands.on_time_accuracy, "predicted_on_time_accuracy": mean(predicted_on_time),
+        "staleness_p95_ms": commands.staleness_p95_ms, "own_on_time_share": commands.own_on_time_share,
         "accuracy": mean(correct),
         "accuracy_ci95": 1.96 * math.sqrt(adjusted_variance(mean(correct), n)) if n else float("nan"),
         "predicted_accuracy": mean(predicted),
@@ -334,6 +347,7 @@ def window_metrics(frames: list[tuple[int, float, int]], recorder: Recorder, lab
         **{f"{name}_share": sources[code] / n if n else float("nan") for code, name in enumerate(SOURCES)},
         "split": in_force[0][0][0] if in_force else -1,
         "threshold": in_force[0][0][1] if in_force else float("nan"),
+        "mode": in_force[0][0][2] if in_force else "",
     }
 
 
@@ -385,7 +399,7 @@ class Bench:
         row = {"strategy": strategy, "bandwidth_mbit": bw, "rtt_ms": rtt, "measured": True,
                **window_metrics(self.camera.published_between(t0, t1), self.recorder, self.frames.labels,
                                 {p.plan_id: p for _, p in mine}, t1 - t0, self.system.setup.deadline_ms,
-                                self.timing.slack_ms, self.sla.percentile),
+                                self.timing.slack_ms, self.sla),
                "settle_s": settle_s, "settled": settled, "plan_changes": len(mine) - 1,
                "monitor_start_s": self.system.first_plan_t - self.system.monitor_started,
                "load_1min": os.getloadavg()[0],
@@ -450,17 +464,17 @@ class Bench:
         frames = self.camera.published_between(t0, t1)
         plans = {p.plan_id: p for _, p in mine}
         whole = window_metrics(frames, self.recorder, self.frames.labels, plans, t1 - t0,
-                               self.system.setup.deadline_ms, t.slack_ms, self.sla.percentile)
+                               self.system.setup.deadline_ms, t.slack_ms, self.sla)
         seconds = []
         for s in range(int(t1 - t0)):                   # whole seconds only
             part = [f for f in frames if t0 + s <= f[1] < t0 + s + 1]
             m = window_metrics(part, self.recorder, self.frames.labels, plans, 1.0, self.system.setup.deadline_ms,
-                               t.slack_ms, self.sla.percentile)
+                               t.slack_ms, self.sla)
             seconds.append({"t": s, **{k: m[k] for k in ("throughput_fps", "latency_p50_ms", "latency_p95_ms",
-                                                          "accuracy", "cloud_share", "split")}})
+                                                          "accuracy", "on_time_accuracy", "cloud_share", "split")}})
         print_row({"strategy": strategy, "bandwidth_mbit": "trace", "rtt_ms": "", **whole})
         return {"strategy": strategy, "summary": whole, "seconds": seconds,
-                "plan_changes": [{"t": ta - t0, "split": p.split_point, "threshold": p.exit_threshold,
+                "plan_changes": [{"t": ta - t0, "split": p.split_point, "threshold": p.exit_threshold, "mode": p.mode,
                                   "offload": p.offload, "reason": p.reason} for ta, p in mine if ta >= t0],
                 "link": [{"t": e.t - t0, "rate_mbit": e.state.rate_mbit, "rtt_ms": e.state.rtt_ms, "up": e.state.up}
                          for e in player.events], "duration_s": t1 - t0,
@@ -473,7 +487,8 @@ def link_estimate(msg) -> dict:
     return {"est_bandwidth_mbit": msg.bandwidth_mbps, "est_rtt_ms": msg.rtt_ms, "est_loss": msg.loss_rate}
 
 
-COLUMNS = ["strategy", "bandwidth_mbit", "rtt_ms", "split", "threshold", "throughput_fps", "latency_p50_ms",
+COLUMNS = ["strategy", "bandwidth_mbit", "rtt_ms", "split", "threshold", "mode", "on_time_accuracy",
+           "predicted_on_time_accuracy", "staleness_p95_ms", "throughput_fps", "latency_p50_ms",
            "latency_p95_ms", "accuracy", "predicted_accuracy", "bytes_per_frame", "server_ms_per_frame",
            "drone_ms_per_frame", "deadline_misses", "dropped_share", "cloud_share", "settle_s"]
 
@@ -497,7 +512,8 @@ def by_condition(rows: list[dict]) -> dict[tuple[float, float], dict[str, dict]]
     return out
 
 
-SUMMARY_MEANS = ("throughput_fps", "latency_p50_ms", "latency_p95_ms", "bytes_per_frame", "server_ms_per_frame",
+SUMMARY_MEANS = ("on_time_accuracy", "staleness_p95_ms",
+                 "throughput_fps", "latency_p50_ms", "latency_p95_ms", "bytes_per_frame", "server_ms_per_frame",
                  "drone_ms_per_frame")
 
 
@@ -621,7 +637,8 @@ def markdown(rows: list[dict], summary: list[dict], traces: list[dict], checks: 
             return "-" if math.isnan(v) else (f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}")
         return str(v)
 
-    cols = ["bandwidth_mbit", "rtt_ms", "strategy", "split", "threshold", "throughput_fps", "latency_p50_ms",
+    cols = ["bandwidth_mbit", "rtt_ms", "strategy", "split", "threshold", "mode", "on_time_accuracy",
+            "predicted_on_time_accuracy", "staleness_p95_ms", "throughput_fps", "latency_p50_ms",
             "latency_p95_ms", "accuracy", "predicted_accuracy", "bytes_per_frame", "server_ms_per_frame",
             "deadline_misses", "dropped_share"]
     lines = ["# SPINN vs baselines over an emulated link (bench/bench_spinn.py)", ""]

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import yaml
 
+from .core.on_time import command_ages_ms
 from .sim.world import COURSE_KINDS
 
 CAMERA_RECORD_EVERY = 3          # 15 Hz camera -> 5 Hz in the recording
@@ -861,6 +862,7 @@ def analyse(flight: Flight) -> tuple[dict, dict]:
     for r in log.results:
         first_result.setdefault(r["stamp"], r)
     drone_lat = [first_result[s]["latency_ms"] for s in frames if s in first_result]
+    ages = command_ages_ms([(s, log.image_arrival[s]) for s in frames], [(r["stamp"], r["t"]) for r in log.results])
     final_lat = [finals[s]["latency_ms"] for s in answered]
     cmds = sorted(c for c in log.commands if t0 <= c[0] <= t_end)
     gaps_wall = [b[0] - a[0] for a, b in zip(cmds, cmds[1:])]
@@ -943,6 +945,9 @@ def analyse(flight: Flight) -> tuple[dict, dict]:
                              "final_p50": percentile(final_lat, 50), "final_p95": percentile(final_lat, 95),
                              "definition": "InferenceResult.latency_ms: image stamp -> result published, on the "
                                            "drone's sim clock (/clock at 120 Hz: ~8 ms resolution)"},
+        "command_staleness_ms": {"p50": percentile(ages, 50), "p95": percentile(ages, 95),
+                                 "definition": "at each camera frame's arrival here: how long ago the frame behind "
+                                               "the latest result (provisional or final) received here arrived"},
         "mission_callback_lag_ms": {"p50": percentile(lags, 50), "p95": percentile(lags, 95),
                                     "definition": "camera frames: DDS reception -> this process's callback"},
         "commands": {"count": len(cmds), "watchdog_hovers": len(watchdog),
@@ -1019,6 +1024,8 @@ def summary_table(s: dict) -> str:
         ("control latency", f"p50 {ms(lat['p50'])}  p95 {ms(lat['p95'])}  (image arrival -> command, n={lat['n']})"),
         ("drone latency", f"p50 {ms(s['drone_latency_ms']['first_result_p50'])}  p95 "
                           f"{ms(s['drone_latency_ms']['first_result_p95'])}  (result latency_ms, sim clock)"),
+        ("command staleness", f"p50 {ms(s['command_staleness_ms']['p50'])}  p95 {ms(s['command_staleness_ms']['p95'])}"
+                              "  (age of the frame behind the latest result, at each camera frame)"),
         ("commands", f"{cmd['count']}; longest gap {cmd['max_gap_wall_s'] * 1e3:.0f} ms wall (timeout "
                      f"{cmd['controller_timeout_s'] * 1e3:.0f} ms); watchdog hovers {cmd['watchdog_hovers']}"),
         ("plan changes", f"{s['plan_changes']}" + (f" (monitor plans applied: {s['plans_applied'] or 'none'})"

@@ -32,7 +32,7 @@ def test_a_request_that_overflows_the_tail_fails_alone_and_every_request_is_answ
     normal, extreme = torch.rand(shape), torch.full(shape, 3e38)
     answers: dict[int, list] = {1: [], 2: [], 3: []}
     done = threading.Semaphore(0)
-    server = TailServer(model, model_id, max_batch=8, max_wait_ms=200.0)
+    server = TailServer(model, model_id, max_batch=8, max_wait_ms=200.0, adaptive_wait=False)   # one sender
     try:
         for rid, x in ((1, normal), (2, extreme), (3, normal)):      # one batch: same split, within the wait
             frame = codec.encode_request(x, request_id=rid, model_id=model_id, split=1, exit_threshold=1.0,

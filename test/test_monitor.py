@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+import yaml
 from sensor_msgs.msg import Image
 
 from spinn_ros import launch_spec
@@ -22,7 +23,7 @@ from spinn_ros.core.checkpoint import calibration_path, default_checkpoint_path
 from spinn_ros.core.model_ref import load_model
 from spinn_ros.core.profiler import find_profile, load_profile
 from spinn_ros.core.scheduler import Conditions, PerformanceModel, Scheduler
-from spinn_ros.core.sla import load_sla
+from spinn_ros.core.sla import default_sla_path, load_sla
 from spinn_ros.linkemu import EmulatedLink, pid_prefix, require_root
 from spinn_ros.msg import InferenceResult, SplitPlan
 from spinn_ros.ros import qos
@@ -73,7 +74,7 @@ def drone_side():
     assert not orphaned_shm_files(before), "FastDDS shared-memory files left behind"
 
 
-def start_system(link, ros):
+def start_system(link, ros, sla: str = ""):
     cloud = link.popen("cloud", [sys.executable, "-m", "spinn_ros.cli", "cloud", "--listen",
                                  f"tls/{link.cloud_ip}:{PORT}", "--stats-period", "0"])
     zenoh = {"zenoh.connect": f"tls/{link.cloud_ip}:{PORT}"}
@@ -81,7 +82,7 @@ def start_system(link, ros):
         **zenoh, "cloud.deadline_ms": DEADLINE_MS, "emulate.slowdown": SLOWDOWN})
     monitor = launch_spec.NodeSpec(**{**monitor.__dict__, "params": {
         **monitor.params, **zenoh, "deadline_ms": DEADLINE_MS, "device_slowdown": SLOWDOWN,
-        "frame_rate_hz": FRAME_RATE}})
+        "frame_rate_hz": FRAME_RATE, **({"sla": sla} if sla else {})}})
     ros.start(drone)
     ros.start(monitor)
     return cloud
@@ -157,10 +158,13 @@ def plans_after(plans: Collector, t: float) -> list[SplitPlan]:
     return [p for p in plans.msgs if plans.arrived[id(p)] > t]
 
 
+SLOW_MBIT = 1.0           # the raw frame (5 kB) no longer fits 30 Hz: the plan must change
+
+
 def test_step_to_a_slow_link_replans_within_a_second(drone_side, planner):
     link, ros = drone_side
     fast = planner.decide(Conditions(100.0, 10.0, **settings()))
-    slow = planner.decide(Conditions(2.0, 10.0, **settings()))
+    slow = planner.decide(Conditions(SLOW_MBIT, 10.0, **settings()))
     assert (fast.split, fast.threshold, fast.offload) != (slow.split, slow.threshold, slow.offload), \
         "test set-up: the planner must choose differently on the two links"
     start_system(link, ros)
@@ -170,7 +174,7 @@ def test_step_to_a_slow_link_replans_within_a_second(drone_side, planner):
     try:
         wait_until(lambda: stable_plan(plans, 3.0, split=fast.split), 40,
                    f"the fast link's plan (split {fast.split}, offloading) in force for 3 s")
-        event = link.set(rate_mbit=2.0)
+        event = link.set(rate_mbit=SLOW_MBIT)
         wait_until(lambda: plans_after(plans, event.t), 5, "a new plan after the step")
         new_plan_s = plans.arrived[id(plans_after(plans, event.t)[0])] - event.t
         time.sleep(4.5)
@@ -184,9 +188,20 @@ def test_step_to_a_slow_link_replans_within_a_second(drone_side, planner):
     assert np.percentile(lat, 95) <= bound, f"p95 {np.percentile(lat, 95):.0f} ms > {bound} ms 2-4 s after the step"
 
 
-def test_outage_goes_device_only_without_missed_deadlines_and_recovers(drone_side):
+def holding_sla(tmp_path) -> str:
+    """The default SLA, with the drone required to hold an answer of its own (the guarantee that
+    makes an outage cost no deadline; without it a plan may send the raw frame first, and a frame
+    lost in an outage is answered by the drone only after its deadline)."""
+    data = yaml.safe_load(default_sla_path().read_text())
+    data["constraints"]["hold_device_answer"] = True
+    path = tmp_path / "hold.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_outage_goes_device_only_without_missed_deadlines_and_recovers(drone_side, tmp_path):
     link, ros = drone_side
-    start_system(link, ros)
+    start_system(link, ros, sla=holding_sla(tmp_path))
     plans = Collector(ros.node, SplitPlan, "/spinn/plan", qos.LATCHED)
     results = Collector(ros.node, InferenceResult, "/spinn/result", qos.RESULTS)
     camera = Camera(ros).start()

@@ -13,7 +13,8 @@ from spinn_ros.core import codec
 from spinn_ros.core.model_ref import load_model
 from spinn_ros.core.preprocess import to_model_input
 from spinn_ros.core.progressive import reference_decision
-from spinn_ros.msg import InferenceResult
+from spinn_ros.msg import InferenceResult, SplitPlan
+from spinn_ros.ros import qos
 from spinn_ros.ros.harness import wait_until
 from spinn_ros.transport.zenoh_link import DroneLink
 
@@ -224,3 +225,33 @@ def test_cloud_survives_malformed_frames(ros, certs):
         assert cloud.poll() is None
     finally:
         link.close()
+
+
+def test_a_race_plan_from_the_topic_answers_from_the_first_exit_then_the_cloud(ros):
+    """The plan's mode travels in SplitPlan.mode: under a race the drone sends every frame first and
+    answers provisionally from its first exit; a plan with an unknown mode is refused."""
+    port = free_port()
+    ros.start(cloud_node(port))
+    ros.start(drone("d1", port, follow_plans=True))
+    io = DroneIO(ros, "/d1/camera", "d1")
+    wait_cloud_used(io, start_sec=1)
+    plans = ros.node.create_publisher(SplitPlan, "/d1/spinn/plan", qos.LATCHED)
+    ros.wait_matched(plans)
+    plans.publish(SplitPlan(plan_id=5, split_point=SPLIT, exit_threshold=1.0, mode="race", offload=True))
+    frame = synthetic_frames(1, seed=3)[0]
+    wait_until(lambda: (io.pub.publish(image_msg(frame, "rgb8", 50)), time.sleep(0.2),
+                        any(r.plan_id == 5 for r in io.results.msgs))[-1], 20, "the race plan in force")
+    # one at a time: the latched topic keeps only the newest plan
+    plans.publish(SplitPlan(plan_id=6, split_point=SPLIT, exit_threshold=1.0, mode="bogus", offload=True))
+    time.sleep(1.0)
+    frames = synthetic_frames(8, seed=12)
+    for i, f in enumerate(frames):
+        io.pub.publish(image_msg(f, "rgb8", 200 + i))
+        time.sleep(0.15)
+    wait_until(lambda: 200 + len(frames) - 1 in io.finals(200), 20, "the last frame's final result")
+    finals = io.finals(200)
+    provisional = {r.header.stamp.sec: r for r in io.results.msgs if r.provisional and r.header.stamp.sec >= 200}
+    assert len(finals) == len(frames) and all(r.plan_id == 5 for r in finals.values()), "plan 6 was refused"
+    for sec, r in finals.items():
+        assert r.source == InferenceResult.SOURCE_CLOUD and r.split_point == SPLIT, f"frame {sec}: source {r.source}"
+        assert provisional[sec].exit_index == 0, "the race's provisional answer is the first exit's"

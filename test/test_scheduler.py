@@ -23,7 +23,7 @@ import pytest
 from spinn_ros.core.calibration import Calibration
 from spinn_ros.core.profiler import ProfileError, synthetic_profile
 from spinn_ros.core.progressive import PLAIN_NETWORK
-from spinn_ros.core.scheduler import NO_EXITS, STRATEGIES, Conditions, PerformanceModel, Scheduler
+from spinn_ros.core.scheduler import STRATEGIES, Conditions, PerformanceModel, Scheduler
 from spinn_ros.core.sla import parse_sla
 
 MODEL_ID = "toy"
@@ -133,15 +133,27 @@ def test_loss_costs_the_deadline_and_device_accuracy():
 
 
 def test_no_device_exit_falls_back_by_computing_the_tail_on_the_drone():
-    p = toy_model().predict(0, 1.0, SLOW)              # 400 ms to send the frame: always late, no provisional answer
+    uncapped = Conditions(bandwidth_mbps=1.0, rtt_ms=100.0, max_in_flight=64)
+    p = toy_model().predict(0, 1.0, uncapped)          # 400 ms to send the frame: always late, no provisional answer
     assert p.fallback_fraction == 1
     assert p.latency_ms == pytest.approx(200 + 66)
     assert p.accuracy == pytest.approx(0.94)          # the drone computes the same answer, late
 
 
+def test_the_in_flight_cap_refuses_offloads_and_the_head_answers_them():
+    """At 30 Hz with every offload out until the 200 ms deadline, 6 would be in flight: the cap of 4
+    lets 2/3 of the frames out, and the first exit answers the rest at once (no tail on the drone)."""
+    p = toy_model().predict(0, 1.0, SLOW)
+    assert p.offload_fraction == pytest.approx(2 / 3) and p.fallback_fraction == 1
+    assert p.accuracy == pytest.approx(2 / 3 * 0.94 + 1 / 3 * STANDALONE[0])
+    assert p.bytes_per_frame == pytest.approx(2 / 3 * 50_000)
+    roomy = toy_model().predict(0, 1.0, Conditions(bandwidth_mbps=1.0, rtt_ms=100.0, max_in_flight=6))
+    assert roomy.offload_fraction == 1 and roomy.accuracy == pytest.approx(0.94)
+
+
 def test_no_exits_column_skips_the_intermediate_heads():
     m = toy_model()
-    plain, exits = m.predict(3, NO_EXITS, SLOW), m.predict(3, 1.0, SLOW)
+    plain, exits = m.predict(3, PLAIN_NETWORK, SLOW), m.predict(3, 1.0, SLOW)
     assert plain.latency_ms == pytest.approx(60 + 2 + CAMERA_BOUND_WAIT)
     assert exits.latency_ms == pytest.approx(66 + CAMERA_BOUND_WAIT)
     assert plain.accuracy == pytest.approx(0.94)
@@ -181,36 +193,25 @@ def decide(cond, strategy="spinn", **kw):
     return Scheduler(toy_model(), sla(**kw), strategy).decide(cond)
 
 
-def test_fast_link_offloads_right_after_the_first_device_exit():
+def test_fast_link_sends_the_raw_frame_first():
     """Only the full model (threshold 1.0) reaches the best accuracy, and on the drone it takes
-    66 ms (+ 16.7 in the mailbox): over the 40 ms bound. Offloading after stage 0 answers at
-    7.3 (mailbox: busy 22 of 33 ms) + 22 + 0.16 (20 kB at 1 Gbit/s) + 2 (RTT) + 2.2 (two cloud
-    stages and heads) = 33.7 ms, with exit 0's answer in hand at 29.3 ms. The raw frame would
-    answer at ~6 ms but leave control waiting on the network, which SPINN never does; the
-    cloud-only baseline does just that."""
-    d = decide(FAST, constraints={"latency_ms": {"max": 40, "percentile": 95}})
-    assert d.feasible and (d.split, d.threshold, d.offload) == (1, 1.0, True)
-    assert d.prediction.latency_ms == pytest.approx(mailbox(22) + 26.4, abs=0.1)
-    assert "decided by maximize_accuracy" in d.reason
-    cloud_only = decide(FAST, "cloud_only", constraints={"latency_ms": {"max": 40, "percentile": 95}})
+    66 ms (+ 16.7 in the mailbox): over the 40 ms bound. Offloading after stage 0, provisional-first,
+    answers at 7.3 (mailbox: busy 22 of 33 ms) + 22 + 0.16 (20 kB at 1 Gbit/s) + 2 (RTT) + 2.2 (two
+    cloud stages and heads) = 33.7 ms; the raw frame sent first (the cloud-only baseline's plan)
+    answers at ~6 ms, and with the SLA's permission SPINN takes it, as the plain network (the final
+    exit answers all the same, and no other exit head costs time)."""
+    cons = {"latency_ms": {"max": 40, "percentile": 95}}
+    assert toy_model().predict(1, 1.0, FAST).latency_ms == pytest.approx(mailbox(22) + 26.4, abs=0.1)
+    d = decide(FAST, constraints=cons)
+    assert d.feasible and (d.split, d.mode, d.threshold) == (0, "offload-first", PLAIN_NETWORK)
+    assert d.prediction.latency_ms < 10 and "decided by maximize_accuracy" in d.reason
+    cloud_only = decide(FAST, "cloud_only", constraints=cons)
     assert (cloud_only.split, cloud_only.offload) == (0, True) and cloud_only.prediction.latency_ms < 10
 
 
-def test_spinn_never_offloads_before_a_device_exit():
-    """Whatever the link and SLA, an offloading SPINN plan has an exit on the drone first
-    (here split 0, the raw frame, is the only split without one)."""
-    table = toy_model().predict_all(FAST)
-    mask = STRATEGIES["spinn"].mask(table)
-    assert table.first_device_exit_split == 1
-    assert not mask[:, 0].any() and mask[:-1, 1:].all()
-    for bound in (10, 30, 60, 100):
-        for cond in (FAST, SLOW, Conditions(bandwidth_mbps=50.0, rtt_ms=10.0)):
-            assert decide(cond, constraints={"latency_ms": {"max": bound}}).split != 0
-
-
 def test_slow_link_keeps_everything_on_the_drone():
-    d = decide(SLOW, constraints={"latency_ms": {"max": 100}})
-    assert d.feasible and (d.split, d.threshold, d.offload) == (3, 1.0, False)
+    d = decide(SLOW, constraints={"latency_ms": {"max": 100}})      # the plain network: exit heads cost time
+    assert d.feasible and (d.split, d.threshold, d.offload) == (3, PLAIN_NETWORK, False)
 
 
 def test_outage_means_device_only_even_on_a_fast_link():
@@ -227,8 +228,8 @@ def test_tight_latency_bound_lowers_the_threshold():
 
 
 def test_min_accuracy_is_respected_by_a_latency_objective():
-    free = decide(SLOW, objectives=["minimize_latency"])
-    held = decide(SLOW, constraints={"min_accuracy": 0.93}, objectives=["minimize_latency"])
+    free = decide(SLOW, "branchynet", objectives=["minimize_latency"])
+    held = decide(SLOW, "branchynet", constraints={"min_accuracy": 0.93}, objectives=["minimize_latency"])
     assert free.threshold == 0.5
     assert held.feasible and held.prediction.accuracy >= 0.93 and held.threshold == 0.9
     assert held.binding and "accuracy >= 0.93" in held.binding[0]
@@ -236,8 +237,9 @@ def test_min_accuracy_is_respected_by_a_latency_objective():
 
 def test_tolerance_lets_the_next_objective_decide():
     # 0.934 vs 0.94 accuracy: within 0.01 they tie and latency picks threshold 0.9 (mean 48.4 vs 66 ms)
-    strict = decide(SLOW, objectives=["maximize_accuracy", "minimize_latency"])
-    tolerant = decide(SLOW, objectives=[{"maximize_accuracy": {"tolerance": 0.01}}, "minimize_latency"])
+    strict = decide(SLOW, "branchynet", objectives=["maximize_accuracy", "minimize_latency"])
+    tolerant = decide(SLOW, "branchynet", objectives=[{"maximize_accuracy": {"tolerance": 0.01}},
+                                                      "minimize_latency"])
     assert strict.threshold == 1.0 and tolerant.threshold == 0.9
     assert "2 tied" in tolerant.decided_by
 
@@ -253,15 +255,15 @@ def test_infeasible_sla_picks_the_safest_plan_and_says_so():
 
 def test_baselines_return_their_fixed_plans():
     cons = {"latency_ms": {"max": 500}}
-    assert (decide(FAST, "device_only", constraints=cons).split, decide(FAST, "device_only").threshold) == (3, NO_EXITS)
+    assert (decide(FAST, "device_only", constraints=cons).split, decide(FAST, "device_only").threshold) == (3, PLAIN_NETWORK)
     cloud = decide(FAST, "cloud_only", constraints=cons)
-    assert (cloud.split, cloud.threshold, cloud.offload) == (0, NO_EXITS, True)
+    assert (cloud.split, cloud.threshold, cloud.offload) == (0, PLAIN_NETWORK, True)
     assert decide(FAST, "neurosurgeon").split == 0     # the lowest latency on a fast link
     assert decide(SLOW, "neurosurgeon").split == 3
     bx = decide(SLOW, "branchynet", constraints={"latency_ms": {"max": 50}})
     assert (bx.split, bx.threshold) == (3, 0.5)
     assert decide(OUTAGE, "cloud_only").split == 3     # no cloud: the drone runs the plain network
-    assert decide(FAST, "cloud_only").plan_fields()["exit_threshold"] == NO_EXITS == PLAIN_NETWORK
+    assert decide(FAST, "cloud_only").plan_fields()["exit_threshold"] == PLAIN_NETWORK
 
 
 def test_plan_fields_match_split_plan_msg():
@@ -303,7 +305,7 @@ def test_unknown_strategy_is_refused():
     with pytest.raises(ValueError, match="neurosurgeon"):
         Scheduler(toy_model(), sla(), "nope")
     assert set(STRATEGIES) == {"spinn", "device_only", "cloud_only", "neurosurgeon", "branchynet"}
-    assert math.isinf(NO_EXITS)
+    assert math.isinf(PLAIN_NETWORK)
 
 
 def test_provisional_accuracy_table_is_exact_and_read_back():
@@ -325,3 +327,81 @@ def test_provisional_accuracy_table_is_exact_and_read_back():
     cal.data[PROVISIONAL_KEY] = [{"split": s, "accuracy": [0.123, 0.456]} for s in range(4)]
     assert provisional_accuracy(cal, 1, 0.8) == 0.123 and provisional_accuracy(cal, 2, 1.0) == 0.456
     assert provisional_accuracy(cal, 0, 0.8) is None and provisional_accuracy(cal, 3, 0.8) is None
+
+
+# -- plan modes: every baseline is a restriction of SPINN's plan space ---------------------------
+
+GRID = [Conditions(bandwidth_mbps=bw, rtt_ms=rtt) for bw in (1, 2, 5, 10, 20, 50, 100) for rtt in (10, 50, 100)]
+
+
+def shipped_model() -> PerformanceModel:
+    from spinn_ros.core.calibration import load_calibration
+    from spinn_ros.core.checkpoint import calibration_path, default_checkpoint_path
+    from spinn_ros.core.model_ref import load_model
+    from spinn_ros.core.profiler import find_profile, load_profile
+
+    _, model_id = load_model("default")
+    profiles = [load_profile(find_profile(model_id, role), model_id, role) for role in ("device", "cloud")]
+    return PerformanceModel(*profiles, load_calibration(calibration_path(default_checkpoint_path()), model_id))
+
+
+@pytest.mark.parametrize("which", ["toy", "shipped"])
+def test_predicted_spinn_is_never_worse_than_the_best_baseline(which):
+    """On the SLA's first objective (on-time accuracy, within its tolerance) at every bandwidth x RTT,
+    and SPINN meets the SLA wherever a baseline does: its search contains every baseline's plans."""
+    from spinn_ros.core.sla import load_sla
+
+    model = toy_model() if which == "toy" else shipped_model()
+    sla_ = load_sla()
+    first = sla_.objectives[0]
+    assert first.name == "maximize_on_time_accuracy", "the default SLA ranks on-time accuracy first"
+    for cond in GRID:
+        cond = Conditions(bandwidth_mbps=cond.bandwidth_mbps, rtt_ms=cond.rtt_ms, deadline_ms=sla_.on_time_ms)
+        spinn = Scheduler(model, sla_).decide(cond)
+        for name in set(STRATEGIES) - {"spinn"}:
+            base = Scheduler(model, sla_, name).decide(cond)
+            where = f"{which}: {cond.bandwidth_mbps} Mbit/s, {cond.rtt_ms} ms: {name} {base.reason}; {spinn.reason}"
+            if base.feasible:
+                assert spinn.feasible, where
+                assert (spinn.prediction.on_time_accuracy
+                        >= base.prediction.on_time_accuracy - first.band(base.prediction.on_time_accuracy)), where
+
+
+def test_the_plan_space_holds_every_baseline():
+    table = toy_model().predict_all(FAST)
+    spinn = STRATEGIES["spinn"].mask(table)
+    for name, strategy in STRATEGIES.items():
+        assert not (strategy.mask(table) & ~spinn).any(), f"{name} has plans SPINN cannot choose"
+
+
+def test_holding_a_device_answer_is_an_sla_setting():
+    """Required, SPINN never leaves control waiting on the network: a provisional-first plan with a
+    device exit before its split, a race, or the drone alone; on a fast link the race wins (the raw
+    frame answers in ~6 ms and exit 0 holds an answer meanwhile). Not required, the raw frame alone."""
+    for bound in (10, 30, 60, 100):
+        for cond in (FAST, SLOW, Conditions(bandwidth_mbps=50.0, rtt_ms=10.0)):
+            d = decide(cond, constraints={"latency_ms": {"max": bound}, "hold_device_answer": True})
+            assert d.mode == "race" or (d.mode == "provisional-first" and d.split >= 1), d.reason
+    held = decide(FAST, constraints={"latency_ms": {"max": 40}, "hold_device_answer": True})
+    free = decide(FAST, constraints={"latency_ms": {"max": 40}})
+    assert (held.split, held.mode) == (0, "race") and (free.split, free.mode) == (0, "offload-first")
+    assert held.prediction.accuracy == free.prediction.accuracy == pytest.approx(0.94)
+    assert free.plan_fields()["mode"] == "offload-first"
+
+
+def test_offload_first_and_race_predictions_by_hand():
+    """Split 1 on the fast link, threshold 1.0 (only the final exit answers): the request leaves
+    after stage 0 with no exit head (20 ms), the cloud answers 0.16 (20 kB) + 2 (RTT) + 2.2 ms later;
+    the race also runs exit 0's head after sending (2 ms of drone time, answer at 22 ms)."""
+    m = toy_model()
+    of = m.predict(1, 1.0, FAST, mode="offload-first")
+    race = m.predict(1, 1.0, FAST, mode="race")
+    assert of.offload_fraction == race.offload_fraction == 1.0
+    assert of.device_ms_per_frame == pytest.approx(20) and race.device_ms_per_frame == pytest.approx(22)
+    assert of.mean_latency_ms == pytest.approx(mailbox(20) + 20 + 0.16 + 2 + 2.2, abs=0.01)
+    assert race.mean_latency_ms == pytest.approx(mailbox(22) + 20 + 0.16 + 2 + 2.2, abs=0.01)
+    assert of.accuracy == race.accuracy == pytest.approx(0.94)
+    # a link too slow for the deadline: offload-first computes the tail on the drone, the race keeps exit 0's answer
+    slow = Conditions(bandwidth_mbps=0.5, rtt_ms=100.0, max_in_flight=64)
+    assert m.predict(1, 1.0, slow, mode="race").accuracy == pytest.approx(STANDALONE[0])
+    assert m.predict(1, 1.0, slow, mode="offload-first").accuracy == pytest.approx(0.94)

@@ -21,7 +21,8 @@ def test_default_sla_contents():
     bounds = {b.key: b for b in sla.bounds}
     assert bounds["latency_ms"].upper and bounds["latency_ms"].limit == 100
     assert not bounds["min_accuracy"].upper and bounds["min_accuracy"].ok(0.9) and not bounds["min_accuracy"].ok(0.7)
-    assert sla.objectives[0].name == "maximize_accuracy" and sla.objectives[0].tolerance == 0.005
+    assert sla.objectives[0].name == "maximize_on_time_accuracy" and sla.objectives[0].tolerance == 0.005
+    assert sla.objectives[1].name == "maximize_accuracy" and not sla.hold_device_answer and sla.on_time_ms == 100
     assert "p95 latency <= 100 ms" in sla.describe()
 
 
@@ -87,3 +88,12 @@ def test_file_errors(tmp_path):
     typo.write_text("objectives: [maximize_acuracy]\n")
     with pytest.raises(SLAError, match=f"SLA {typo}: objectives\\[0\\]: unknown objective"):
         load_sla(typo)
+
+
+def test_hold_device_answer_and_on_time_accuracy_keys():
+    sla = parse_sla({"constraints": {"hold_device_answer": True, "min_on_time_accuracy": 0.9},
+                     "objectives": ["maximize_on_time_accuracy"]})
+    assert sla.hold_device_answer and sla.on_time_ms is None and "always holds an answer" in sla.describe()
+    assert [b.metric for b in sla.bounds] == ["on_time_accuracy"]
+    with pytest.raises(SLAError, match=r"constraints.hold_device_answer: must be true or false, got 'yes'"):
+        parse_sla({"constraints": {"hold_device_answer": "yes"}, "objectives": ["minimize_latency"]})

@@ -161,6 +161,7 @@ class LinkEstimator:
     cloud_batch_size: Ewma = field(default_factory=Ewma)
     cloud_alive: bool = False
     min_probe_bytes: int = 4096      # probes at least this big also measure bandwidth
+    offload_samples: int = 0         # cloud answers seen (each a bandwidth sample: probes are then not needed)
 
     # -- inputs -----------------------------------------------------------------------------
     def reset_link(self) -> None:
@@ -182,6 +183,7 @@ class LinkEstimator:
                    cloud_queue_ms: float = NAN) -> None:
         """A cloud answer: one bandwidth sample (with the current RTT), cloud timings."""
         self.loss.update(True)
+        self.offload_samples += 1
         self.bandwidth.update(wire_bytes, network_ms, self.rtt.value)
         self.cloud_compute_ms.update(cloud_compute_ms)
         self.cloud_queue_ms.update(cloud_queue_ms)

@@ -1,15 +1,17 @@
 """Bookkeeping for the drone's offloads: bounded in-flight requests with deadlines.
 
-The node asks :meth:`OffloadTracker.begin` before offloading (None when too many
-are in flight, so the device answers instead), hands each reply to
-:meth:`finish`, and a watchdog thread calls ``on_expire`` for every request whose
-deadline passes first, so every frame gets its final answer on time. A reply that
-arrives after its request expired is *late*: counted and discarded.
+The drone engine asks :meth:`OffloadTracker.begin` before offloading (None when too
+many are in flight, so the device answers instead), hands each reply to
+:meth:`finish`, and ``on_expire`` is called for every request whose deadline passes
+first, so every frame gets its final answer on time: by a watchdog thread, or (with
+``watchdog=False`` and a fake clock, in tests) by whoever calls :meth:`expire_due`.
+A reply that arrives after its request expired is *late*: counted and discarded.
 """
 from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import threading
 import time
 from collections import deque
@@ -40,7 +42,8 @@ class OffloadCounters:
 
 
 class OffloadTracker:
-    def __init__(self, max_in_flight: int, on_expire: Callable[[InFlight], None]):
+    def __init__(self, max_in_flight: int, on_expire: Callable[[InFlight], None], *,
+                 clock: Callable[[], int] = time.monotonic_ns, watchdog: bool = True):
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         self.max_in_flight = max_in_flight
@@ -52,12 +55,19 @@ class OffloadTracker:
         self._expired_ids: deque[int] = deque(maxlen=1024)
         self._cond = threading.Condition()
         self._closed = False
-        self._watch = threading.Thread(target=self._watchdog, name="spinn-offload-deadlines", daemon=True)
-        self._watch.start()
+        self._clock = clock
+        self._watch = None
+        if watchdog:
+            self._watch = threading.Thread(target=self._watchdog, name="spinn-offload-deadlines", daemon=True)
+            self._watch.start()
 
     @property
     def in_flight(self) -> int:
         return len(self._live)
+
+    def live(self, request_id: int) -> bool:
+        """Still waiting for its reply (not answered, failed or expired yet)."""
+        return request_id in self._live
 
     def has_room(self) -> bool:
         return len(self._live) < self.max_in_flight
@@ -67,7 +77,7 @@ class OffloadTracker:
             if len(self._live) >= self.max_in_flight:
                 self.counters.skipped_full += 1
                 return None
-            job = InFlight(next(self._ids), frame, context, deadline_ns, time.monotonic_ns())
+            job = InFlight(next(self._ids), frame, context, deadline_ns, self._clock())
             self._live[job.request_id] = job
             heapq.heappush(self._heap, (deadline_ns, job.request_id))
             self.counters.sent += 1
@@ -88,6 +98,33 @@ class OffloadTracker:
                 self.counters.failed += 1
             return job
 
+    def _pop_due(self) -> tuple[InFlight | None, float]:
+        """(the live request whose deadline passed, or None; seconds until the next deadline).
+        Call with the lock held."""
+        while self._heap:
+            deadline, rid = self._heap[0]
+            wait_s = (deadline - self._clock()) / 1e9
+            if wait_s > 0:
+                return None, wait_s
+            heapq.heappop(self._heap)
+            job = self._live.pop(rid, None)
+            if job is not None:
+                self.counters.expired += 1
+                self._expired_ids.append(rid)
+                return job, 0.0
+        return None, math.inf
+
+    def expire_due(self) -> int:
+        """Expire every request whose deadline has passed (``on_expire`` for each); how many."""
+        n = 0
+        while True:
+            with self._cond:
+                job, _ = self._pop_due()
+            if job is None:
+                return n
+            n += 1
+            self._on_expire(job)
+
     def _watchdog(self) -> None:
         while True:
             with self._cond:
@@ -95,18 +132,12 @@ class OffloadTracker:
                     self._cond.wait()
                 if self._closed:
                     return
-                deadline, rid = self._heap[0]
-                wait_s = (deadline - time.monotonic_ns()) / 1e9
-                if wait_s > 0:
-                    self._cond.wait(wait_s)
+                job, wait_s = self._pop_due()
+                if job is None:
+                    if math.isfinite(wait_s):
+                        self._cond.wait(wait_s)
                     continue
-                heapq.heappop(self._heap)
-                job = self._live.pop(rid, None)
-                if job is not None:
-                    self.counters.expired += 1
-                    self._expired_ids.append(rid)
-            if job is not None:
-                self._on_expire(job)
+            self._on_expire(job)
 
     def close(self) -> list[InFlight]:
         """Stop the watchdog; returns what was still in flight (the node finishes those frames)."""
@@ -115,5 +146,6 @@ class OffloadTracker:
             left = list(self._live.values())
             self._live.clear()
             self._cond.notify_all()
-        self._watch.join(timeout=2.0)
+        if self._watch is not None:
+            self._watch.join(timeout=2.0)
         return left

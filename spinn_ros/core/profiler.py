@@ -43,7 +43,7 @@ STATS = ("median", "p90", "mean")
 #: wire encodings, named as the drone's ``cloud.encoding`` parameter
 ENCODINGS = tuple(f"{d}-{c}" for d in ("f32", "f16", "u8") for c in ("none", "lz4", "zstd"))
 DEFAULT_ENCODING = "u8-lz4"
-NO_EXIT = 2.0                         # a threshold no softmax reaches: exits evaluated, none leaves early
+NEVER_CONFIDENT = 2.0                 # a threshold no softmax reaches: exits evaluated, none leaves early
 
 
 class ProfileError(ValueError):
@@ -367,7 +367,7 @@ def measure_device(model, model_id: str, frames: np.ndarray, timer: _Timer, enco
             "exit_ms": _columns([timer.stats(lambda i, e=e, s=s: _decision(model, e, acts[s + 1][i % n]))
                                  for e, s in enumerate(model.exit_stages)]),
             # the whole head, no exit confident: every device exit evaluated (checks the parts add up)
-            "head_ms": _columns([timer.stats(lambda i, s=s: run_head(model, xs[i % n], s, NO_EXIT))
+            "head_ms": _columns([timer.stats(lambda i, s=s: run_head(model, xs[i % n], s, NEVER_CONFIDENT))
                                  for s in model.split_points()]),
         }
     out["encode_ms"] = {enc: _columns([timer.stats(lambda i, s=s, enc=enc: _encode(model_id, acts[s][i % n], s, enc))
@@ -389,7 +389,7 @@ def _measure_batch(model, batch: list, timer: _Timer) -> dict:
     stages = _columns([timer.stats(lambda i, k=k: model.run_stage(k, batch[k])) for k in range(n)])
     exits = _columns([timer.stats(lambda i, e=e, s=s: decode_exit(model.run_exit(e, batch[s + 1])))
                       for e, s in enumerate(model.exit_stages)])
-    tails = _columns([timer.stats(lambda i, s=s: run_tail(model, batch[s], s, NO_EXIT)) for s in range(n)])
+    tails = _columns([timer.stats(lambda i, s=s: run_tail(model, batch[s], s, NEVER_CONFIDENT)) for s in range(n)])
     return {"stage_ms": stages, "exit_ms": exits, "tail_ms": tails,
             "batch_overhead_ms": _batch_overhead(model, stages, exits, tails)}
 

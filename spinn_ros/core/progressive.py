@@ -101,6 +101,28 @@ def run_head(model: EarlyExitNet, x: torch.Tensor, split: int, threshold: float,
     return HeadResult(deepest, None, None, time.perf_counter() - t0, max(split, model.exit_stages[deepest.exit_index] + 1))
 
 
+@torch.inference_mode()
+def run_stages(model: EarlyExitNet, x: torch.Tensor, start: int, stop: int,
+               keep: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Stages ``[start, stop)`` with no exit head (a plan that sends before its exits run);
+    also the output of stage ``keep`` when it is among them (for an exit evaluated later)."""
+    kept = None
+    for stage in range(start, stop):
+        x = model.run_stage(stage, x)
+        if stage == keep:
+            kept = x
+    return x, kept
+
+
+@torch.inference_mode()
+def first_exit_answer(model: EarlyExitNet, x: torch.Tensor, start: int, kept: torch.Tensor | None) -> ExitDecision:
+    """The first exit's answer: on ``kept`` (its stage's output, already computed), else from
+    ``x``, the output of the stages before ``start``, running on to that exit."""
+    if kept is None:
+        kept, _ = run_stages(model, x, start, model.exit_stages[0] + 1)
+    return _decision(model, 0, kept)
+
+
 def _run_to_first_exit(model: EarlyExitNet, x: torch.Tensor, start: int, plain: bool) -> ExitDecision:
     for stage in range(start, model.num_stages):
         x = model.run_stage(stage, x)

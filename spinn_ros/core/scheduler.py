@@ -1,11 +1,12 @@
-"""SPINN's scheduler: a performance model over every (split, threshold) and an SLA-driven choice.
+"""SPINN's scheduler: a performance model over every plan (split, threshold, mode) and an SLA-driven choice.
 
 :class:`PerformanceModel` turns the device and cloud profiles, the calibration and the
-current :class:`Conditions` into predictions for every split x threshold at once
-(numpy over a (threshold, split, exit) grid); :class:`Scheduler` filters them by the
-SLA's hard constraints, ranks the survivors by its objectives and explains its
-choice. Baselines are :data:`STRATEGIES` restricting the same search. The equations
-are in docs/scheduler.md; this module is pure (no rclpy, no zenoh, no torch).
+current :class:`Conditions` into predictions for every plan at once (numpy over a
+(mode x threshold, split, exit) grid); :class:`Scheduler` filters them by the SLA's hard
+constraints, ranks the survivors by its objectives and explains its choice. Baselines
+are :data:`STRATEGIES` restricting the same search, so SPINN's plan space contains every
+baseline's. The equations are in docs/scheduler.md; this module is pure (no rclpy, no
+zenoh, no torch).
 """
 from __future__ import annotations
 
@@ -15,11 +16,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .calibration import PLAIN_NETWORK, Calibration, provisional_accuracy
+from .plan import OFFLOAD_FIRST, PLAN_MODES, PROVISIONAL_FIRST, RACE, Plan, check_mode
 from .profiler import DEFAULT_ENCODING, ENCODINGS, Profile, ProfileError
 from .sla import SLA, Objective
 
-#: the threshold of the plain network: no early exit, intermediate exit heads not even run
-NO_EXITS = PLAIN_NETWORK
 BOTTLENECKS = ("camera", "device", "link", "server")
 
 
@@ -40,6 +40,7 @@ class Conditions:
     frame_rate_hz: float = 30.0            # camera rate: the most frames there are to answer
     deadline_ms: float = 200.0             # the drone's cloud.deadline_ms: it falls back after this
     encoding: str = DEFAULT_ENCODING       # the drone's cloud.encoding
+    max_in_flight: int = 4                 # the drone's cloud.max_in_flight: beyond it the head answers
 
     def __post_init__(self):
         checks = {
@@ -47,6 +48,7 @@ class Conditions:
             "cloud_batch_size": self.cloud_batch_size > 0, "device_slowdown": self.device_slowdown > 0,
             "cloud_slowdown": self.cloud_slowdown > 0, "frame_rate_hz": self.frame_rate_hz > 0,
             "deadline_ms": self.deadline_ms > 0, "encoding": self.encoding in ENCODINGS,
+            "max_in_flight": self.max_in_flight >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -73,12 +75,14 @@ class Conditions:
 @dataclass(frozen=True)
 class Prediction:
     split: int
-    threshold: float                       # NO_EXITS: the plain network
+    threshold: float                       # PLAIN_NETWORK: the plain network
+    mode: str                              # a plan mode (core/plan.py)
     offload: bool                          # the plan lets the drone request the tail
     latency_ms: float                      # at ``percentile``
     percentile: float
     mean_latency_ms: float
     accuracy: float                        # collision accuracy, fallbacks included
+    on_time_accuracy: float                # camera frames whose answer in force at the SLA deadline is right
     throughput_fps: float
     bottleneck: str                        # one of BOTTLENECKS
     offload_fraction: float                # frames sent to the cloud
@@ -89,23 +93,29 @@ class Prediction:
 
     @property
     def early_exits(self) -> bool:
-        return self.threshold != NO_EXITS
+        return self.threshold != PLAIN_NETWORK
+
+    @property
+    def plan(self) -> Plan:
+        return Plan(self.split, self.threshold, self.mode, offload=self.offload)
 
 
-METRICS = ("latency_ms", "mean_latency_ms", "accuracy", "throughput_fps", "offload_fraction", "fallback_fraction",
-           "bytes_per_frame", "server_ms_per_frame", "device_ms_per_frame")
+METRICS = ("latency_ms", "mean_latency_ms", "accuracy", "on_time_accuracy", "throughput_fps", "offload_fraction",
+           "fallback_fraction", "bytes_per_frame", "server_ms_per_frame", "device_ms_per_frame")
 
 
 @dataclass
 class PredictionTable:
-    """Every metric as a (threshold column, split) array; column -1 is NO_EXITS."""
+    """Every metric as a (row, split) array; a row is a (mode, threshold column) pair, mode-major
+    in PLAN_MODES order, the plain network (PLAIN_NETWORK) last within each mode."""
 
-    thresholds: np.ndarray
+    thresholds: np.ndarray                 # per row
+    modes: np.ndarray                      # per row, index into PLAN_MODES
     num_stages: int
     percentile: float
     valid: np.ndarray                      # plans the drone can run now (offloading needs a live cloud)
     bottleneck: np.ndarray                 # index into BOTTLENECKS
-    first_device_exit_split: int           # the smallest split with an exit on the drone (a provisional answer)
+    holds_device_answer: np.ndarray        # the drone has an answer without waiting on the network
     metrics: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> np.ndarray:
@@ -115,10 +125,14 @@ class PredictionTable:
     def shape(self) -> tuple[int, int]:
         return self.valid.shape
 
-    def prediction(self, col: int, split: int) -> Prediction:
-        return Prediction(split=int(split), threshold=float(self.thresholds[col]), offload=split < self.num_stages,
-                          percentile=self.percentile, bottleneck=BOTTLENECKS[int(self.bottleneck[col, split])],
-                          **{m: float(self.metrics[m][col, split]) for m in METRICS})
+    def row(self, mode: str, col: int) -> int:
+        return PLAN_MODES.index(mode) * (len(self.thresholds) // len(PLAN_MODES)) + col
+
+    def prediction(self, row: int, split: int) -> Prediction:
+        return Prediction(split=int(split), threshold=float(self.thresholds[row]),
+                          mode=PLAN_MODES[int(self.modes[row])], offload=split < self.num_stages,
+                          percentile=self.percentile, bottleneck=BOTTLENECKS[int(self.bottleneck[row, split])],
+                          **{m: float(self.metrics[m][row, split]) for m in METRICS})
 
 
 # ---------------------------------------------------------------------------------
@@ -160,11 +174,14 @@ class PerformanceModel:
         self.device, self.cloud, self.cal, self.stat = device, cloud, calibration, stat
         self.num_stages = n = calibration.num_stages
         self.splits = np.arange(n + 1)
-        self.thresholds = np.array([*calibration.thresholds, NO_EXITS])
+        self.thresholds = np.array([*calibration.thresholds, PLAIN_NETWORK])
         self.exit_stages = np.array(calibration.exit_stages)
         self.on_device = self.exit_stages[None, :] < self.splits[:, None]            # (S, E)
         self.rates, self.exit_acc, self.heads = self._exit_tables()                  # (C, E) each
         self.prov_acc = self._provisional_accuracy()                                 # (C, S), NaN: none
+        self.sent_rates, self.sent_acc = self._sent_tables()                         # (C, S, E) each
+        self.first_exit_acc = self._first_exit_accuracy()
+        self.stale_acc = _stale_accuracy(calibration)
         self.dev_to_exit, self.dev_to_split = _path_times(
             device.stage_ms(stat), device.exit_ms(stat), self.heads, self.exit_stages, self.on_device)
         self.preprocess_ms = device.preprocess_ms(stat)
@@ -193,6 +210,33 @@ class PerformanceModel:
                 a = provisional_accuracy(self.cal, int(s), t)
                 out[c, s] = np.nan if a is None else a
         return out
+
+    def _sent_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rates, accuracy) (C, S, E) when the request leaves before any device exit runs: the
+        cloud's exits (those at or after the split) answer, so frames that would have left at an
+        exit before the split answer at the first exit after it. Exact with no exit before the
+        split; otherwise their accuracy there is taken as the earlier exit's (a lower bound when
+        deeper exits are better)."""
+        C, E = self.rates.shape
+        rates = np.zeros((C, self.num_stages + 1, E))
+        acc = np.zeros_like(rates)
+        for s in range(self.num_stages):
+            j = int(np.argmax(self.exit_stages >= s))          # the first exit in the cloud
+            folded = self.rates[:, : j + 1].sum(1)
+            rates[:, s, j:] = self.rates[:, j:]
+            rates[:, s, j] = folded
+            acc[:, s, j:] = self.exit_acc[:, j:]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                acc[:, s, j] = np.where(folded > 0, (self.rates[:, : j + 1] * self.exit_acc[:, : j + 1]).sum(1)
+                                        / folded, self.exit_acc[:, j])
+        rates[:, -1] = self.rates              # at split N nothing is sent: the device alone (mode invalid)
+        acc[:, -1] = self.exit_acc
+        return rates, acc
+
+    def _first_exit_accuracy(self) -> float:
+        """The race's provisional answer: the first exit on every frame."""
+        standalone = self.cal.exits[0].get("standalone_accuracy")
+        return float(standalone if standalone is not None else self.exit_acc[0, 0])
 
     def _cloud_tails(self) -> np.ndarray:
         """(B, C, S, E): cloud time from split s until exit e answers, per profiled batch size."""
@@ -223,57 +267,128 @@ class PerformanceModel:
         return (1 - w) * self.cloud_tail[i] + w * self.cloud_tail[i + 1]
 
     # -- predictions ------------------------------------------------------------------------
-    def predict_all(self, cond: Conditions, percentile: float = 95.0) -> PredictionTable:
-        """Every plan's prediction under ``cond`` (see docs/scheduler.md for the equations).
-        Arrays are (threshold column C, split S[, exit E])."""
+    def predict_all(self, cond: Conditions, percentile: float = 95.0, on_time_ms: float | None = None,
+                    ) -> PredictionTable:
+        """Every plan's prediction under ``cond`` (see docs/scheduler.md for the equations);
+        ``on_time_ms``: the deadline on-time accuracy is judged at (default: the drone's).
+        Arrays are (row = mode x threshold column, split S[, exit E])."""
+        on_time_ms = cond.deadline_ms if on_time_ms is None else on_time_ms
+        parts = [self._predict_mode(cond, mode, percentile, on_time_ms) for mode in PLAN_MODES]
+        stack = lambda key: np.concatenate([p[key] for p in parts])               # noqa: E731
+        C = len(self.thresholds)
+        return PredictionTable(
+            thresholds=np.tile(self.thresholds, len(PLAN_MODES)), modes=np.repeat(np.arange(len(PLAN_MODES)), C),
+            num_stages=self.num_stages, percentile=percentile, valid=stack("valid"), bottleneck=stack("bottleneck"),
+            holds_device_answer=stack("holds"), metrics={m: stack(m) for m in METRICS})
+
+    def _mode_inputs(self, mode: str, k: float, enc_ms: np.ndarray):
+        """What differs between modes, per (C, S): (rates (C, S, E), exit accuracy (C, S, E), drone time
+        until the request leaves, drone time after it for the provisional answer, its accuracy (NaN: none))."""
+        C, S = len(self.thresholds), self.num_stages + 1
+        if mode == PROVISIONAL_FIRST:
+            rates = np.broadcast_to(self.rates[:, None, :], (C, S, len(self.exit_stages)))
+            return (rates, np.broadcast_to(self.exit_acc[:, None, :], rates.shape), k * self.dev_to_split + k * enc_ms,
+                    np.zeros((C, S)), self.prov_acc)
+        plain_head = k * self.dev_to_split[-1] + k * enc_ms                     # stages only, no exit head
+        before = np.broadcast_to(plain_head, (C, S))
+        if mode == OFFLOAD_FIRST:
+            return self.sent_rates, self.sent_acc, before, np.zeros((C, S)), np.full((C, S), np.nan)
+        # race: on to the first exit (if the split comes before it) and its head, after sending
+        after = np.broadcast_to(self._first_exit_work(k), (C, S))
+        return self.sent_rates, self.sent_acc, before, after, np.full((C, S), self.first_exit_acc)
+
+    def _first_exit_work(self, k: float) -> np.ndarray:
+        """(S,): drone ms from the split's activation to the first exit's answer (its stages, if the
+        split comes before it, and its head)."""
+        cum = np.concatenate([[0.0], np.cumsum(self.device.stage_ms(self.stat))])
+        return k * (np.maximum(cum[int(self.exit_stages[0]) + 1] - cum, 0.0) + self.device.exit_ms(self.stat)[0])
+
+    def _predict_mode(self, cond: Conditions, mode: str, percentile: float, on_time_ms: float) -> dict:
         k, usable = cond.device_slowdown, cond.link_usable and self.cloud is not None
+        nbytes, enc_ms, dec_ms = self._wire(cond.encoding)
+        R, exit_acc, before_send, after_send, prov_acc = self._mode_inputs(mode, k, enc_ms)
         on_dev = self.on_device[None]                                      # (1, S, E)
-        R = self.rates[:, None, :]                                         # (C, 1, E)
         R_dev, R_cloud = R * on_dev, R * ~on_dev                           # (C, S, E)
         p_off = R_cloud.sum(-1)                                            # (C, S)
-        pre, head = self.preprocess_ms * k, k * self.dev_to_split
-        nbytes, enc_ms, dec_ms = self._wire(cond.encoding)
-        busy = pre + (R_dev * k * self.dev_to_exit[:, None, :]).sum(-1) + p_off * (head + k * enc_ms)
+        pre = self.preprocess_ms * k
+        busy = pre + (R_dev * k * self.dev_to_exit[:, None, :]).sum(-1) + p_off * (before_send + after_send)
         start = _mailbox_wait(cond.frame_rate_hz, busy) + pre                 # (C, S): the head starts
         dev_exit_lat = start[..., None] + k * self.dev_to_exit[:, None, :]   # answered by a device exit
-        sent_at = start + head + k * enc_ms                                  # the request leaves the drone
+        sent_at = start + before_send                                        # the request leaves the drone
+        has_prov = ~np.isnan(prov_acc)                                       # (C, S)
+        prov_at = np.where(has_prov, sent_at + after_send - (k * enc_ms if mode == PROVISIONAL_FIRST else 0),
+                           np.inf)
 
         tx, link_wait = _uplink(cond, usable, nbytes, busy, p_off)
         tail, share, queue = self._cloud_side(cond, R_cloud, p_off)
         answer_at = (sent_at + link_wait + queue)[..., None] + (tx + cond.rtt_ms + dec_ms)[None, :, None] + tail
 
-        # the deadline: a late or lost offload answers with the provisional (deepest device
-        # exit) answer at the deadline or, with no device exit, the drone computes the tail then
+        # the deadline: a late or lost offload answers with the provisional answer at the deadline
+        # (once it exists) or, with none, the drone computes the tail then
         loss = cond.loss_rate if usable else 1.0
-        has_prov = ~np.isnan(self.prov_acc)[..., None]                              # (C, S, 1)
         tail_on_device = k * (self.dev_to_exit[:, None, :] - self.dev_to_split[:, :, None])
-        fallback_work = np.where(has_prov, 0.0, tail_on_device)
-        fallback_lat = np.maximum(cond.deadline_ms, sent_at)[..., None] + fallback_work
+        fallback_work = np.where(has_prov[..., None], 0.0, tail_on_device)
+        fallback_lat = np.maximum(cond.deadline_ms, np.where(has_prov, prov_at, sent_at))[..., None] + fallback_work
         late = answer_at > cond.deadline_ms
         p_fb = loss + (1 - loss) * late                                             # per cloud exit
 
-        # latency: a mixture over (exit, delivered | lost)
-        w = np.concatenate([R_dev + R_cloud * (1 - loss), R_cloud * loss], axis=-1)
+        # the in-flight cap: beyond it the head answers at once (the provisional answer, else the first exit's)
+        admitted = _admitted_share(cond, busy, p_off, R_cloud, answer_at, sent_at, loss)
+        R_cloud, R_refused = R_cloud * admitted[..., None], R_cloud * (1 - admitted[..., None])
+        prov = np.nan_to_num(prov_acc)[..., None]
+        refused_lat = np.broadcast_to(np.where(has_prov, prov_at, sent_at + self._first_exit_work(k))[..., None],
+                                      R_refused.shape)
+        refused_acc = np.broadcast_to(np.where(has_prov[..., None], prov, self.first_exit_acc), R_refused.shape)
+
+        # latency: a mixture over (exit, delivered | lost | refused)
+        w = np.concatenate([R_dev + R_cloud * (1 - loss), R_cloud * loss, R_refused], axis=-1)
         delivered_lat = np.where(on_dev, dev_exit_lat, np.where(late, fallback_lat, answer_at))
-        lat = np.concatenate([delivered_lat, fallback_lat], axis=-1)
+        lat = np.concatenate([delivered_lat, fallback_lat, refused_lat], axis=-1)
 
         # accuracy: the calibrated answer, except the provisional one where a fallback uses it
-        exit_acc = self.exit_acc[:, None, :]
-        prov_gap = np.where(has_prov, exit_acc - np.nan_to_num(self.prov_acc)[..., None], 0.0)
-        accuracy = (R * exit_acc).sum(-1) - (R_cloud * p_fb * prov_gap).sum(-1)
+        fallback_acc = np.where(has_prov[..., None], prov, exit_acc)
+        accuracy = ((R_dev * exit_acc).sum(-1) + (R_cloud * (exit_acc - p_fb * (exit_acc - fallback_acc))).sum(-1)
+                    + (R_refused * refused_acc).sum(-1))
+        final_acc = np.concatenate([np.where(on_dev | ~late, exit_acc, fallback_acc), fallback_acc, refused_acc],
+                                   axis=-1)
 
         device_ms = busy + (R_cloud * p_fb * fallback_work).sum(-1)
-        bytes_pf = p_off * nbytes[None, :]
+        bytes_pf = p_off * admitted * nbytes[None, :]
         server_ms = (R_cloud * (1 - loss) * (share + dec_ms[None, :, None])).sum(-1)
         fps = _throughput_bounds(cond, usable, device_ms, bytes_pf, server_ms)
-        valid = np.broadcast_to((self.splits == self.num_stages) | usable, busy.shape)
-        return PredictionTable(
-            thresholds=self.thresholds, num_stages=self.num_stages, percentile=percentile, valid=valid.copy(),
-            bottleneck=fps.argmin(0), first_device_exit_split=int(self.exit_stages[0]) + 1,
-            metrics={"latency_ms": _mixture_percentile(lat, w, percentile), "mean_latency_ms": (w * lat).sum(-1),
-                     "accuracy": accuracy, "throughput_fps": fps.min(0), "offload_fraction": p_off,
-                     "fallback_fraction": (R_cloud * p_fb).sum(-1), "bytes_per_frame": bytes_pf,
-                     "server_ms_per_frame": server_ms, "device_ms_per_frame": device_ms})
+        with np.errstate(divide="ignore"):
+            processed = np.minimum(1.0, 1e3 / (device_ms * cond.frame_rate_hz))  # the rest: dropped in the mailbox
+        on_time = self._on_time_accuracy(lat, final_acc, w, prov_at, prov, on_time_ms, processed)
+        valid, holds = self._valid_and_holding(mode, usable)
+        return {"valid": valid, "bottleneck": fps.argmin(0), "holds": holds,
+                "latency_ms": _mixture_percentile(lat, w, percentile), "mean_latency_ms": (w * lat).sum(-1),
+                "accuracy": accuracy, "on_time_accuracy": on_time, "throughput_fps": fps.min(0),
+                "offload_fraction": p_off * admitted, "fallback_fraction": (R_cloud * p_fb + R_refused).sum(-1),
+                "bytes_per_frame": bytes_pf, "server_ms_per_frame": server_ms, "device_ms_per_frame": device_ms}
+
+    def _valid_and_holding(self, mode: str, usable: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(the plans of ``mode`` the drone can run now, those that hold a device answer without
+        the network), (C, S). Each plan is counted once: provisional-first needs a device exit before
+        its split (else it is offload-first) and exit heads (the plain network is offload-first); at
+        split N every mode is the drone alone, counted as provisional-first."""
+        C, n = len(self.thresholds), self.num_stages
+        offloads = (self.splits < n) & usable
+        if mode == PROVISIONAL_FIRST:
+            valid = np.broadcast_to((self.splits == n) | offloads & (self.splits > self.exit_stages[0]), (C, n + 1))
+            valid = valid.copy()
+            valid[-1, :n] = False
+            return valid, valid.copy()
+        valid = np.broadcast_to(offloads, (C, n + 1)).copy()
+        return valid, valid & (mode == RACE)
+
+    def _on_time_accuracy(self, lat, final_acc, w, prov_at, prov, on_time_ms: float, processed) -> np.ndarray:
+        """Share of camera frames whose own answer in force at ``on_time_ms`` is right: the final
+        answer when it is out by then, else the provisional one when it is, else (and for the
+        frames the busy drone never took) an answer of another frame, right at the stale rate."""
+        prov_in_time = (prov_at <= on_time_ms)[..., None]
+        fallback = np.where(prov_in_time, prov, self.stale_acc)
+        per_answer = np.where(lat <= on_time_ms, final_acc, fallback)
+        return processed * (w * per_answer).sum(-1) + (1 - processed) * self.stale_acc
 
     def _cloud_side(self, cond: Conditions, R_cloud: np.ndarray, p_off: np.ndarray):
         """(tail (C, S, E), per-frame server share (C, S, E), queueing (C, S)): the batch runs the
@@ -290,13 +405,33 @@ class PerformanceModel:
         return tail, share, cond.cloud_queue_depth * per_request
 
     def column(self, threshold: float) -> int:
-        """Threshold -> column (snapped to the calibration grid; NO_EXITS is the last)."""
-        return len(self.thresholds) - 1 if threshold == NO_EXITS else self.cal.threshold_index(threshold)
+        """Threshold -> column (snapped to the calibration grid; PLAIN_NETWORK is the last)."""
+        return len(self.thresholds) - 1 if threshold == PLAIN_NETWORK else self.cal.threshold_index(threshold)
 
-    def predict(self, split: int, threshold: float, cond: Conditions, percentile: float = 95.0) -> Prediction:
+    def predict(self, split: int, threshold: float, cond: Conditions, percentile: float = 95.0,
+                mode: str = PROVISIONAL_FIRST, on_time_ms: float | None = None) -> Prediction:
         if not isinstance(split, (int, np.integer)) or not 0 <= split <= self.num_stages:
             raise ValueError(f"split must be an integer in [0, {self.num_stages}], got {split!r}")
-        return self.predict_all(cond, percentile).prediction(self.column(threshold), int(split))
+        table = self.predict_all(cond, percentile, on_time_ms)
+        return table.prediction(table.row(check_mode(mode), self.column(threshold)), int(split))
+
+
+def _admitted_share(cond: Conditions, busy, p_off, R_cloud, answer_at, sent_at, loss: float) -> np.ndarray:
+    """(C, S): the share of offloads the drone's in-flight cap lets out. An offload holds a slot
+    from leaving until its answer or its deadline; by Little's law the offloads out at once
+    average their rate x that time, and those beyond the cap are refused."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        done_at = (1 - loss) * np.minimum(answer_at, cond.deadline_ms) + loss * cond.deadline_ms
+        held_ms = np.where(p_off > 0, (R_cloud * done_at).sum(-1) / p_off - sent_at, 0.0)
+        out = np.minimum(cond.frame_rate_hz, 1e3 / busy) * p_off * held_ms / 1e3
+        return np.where(out > cond.max_in_flight, cond.max_in_flight / out, 1.0)
+
+
+def _stale_accuracy(cal: Calibration) -> float:
+    """How often an answer for another, unrelated frame is right: the chance two draws from
+    the class balance agree (a camera's consecutive frames agree more often: a lower bound)."""
+    frac = cal.data.get("collision_fraction")
+    return 0.5 if frac is None else frac * frac + (1 - frac) * (1 - frac)
 
 
 def _mailbox_wait(frame_rate_hz: float, busy: np.ndarray) -> np.ndarray:
@@ -348,30 +483,31 @@ def _mixture_percentile(values: np.ndarray, weights: np.ndarray, percentile: flo
 class Strategy:
     name: str
     description: str
-    early_exits: bool                      # False: the plain network (column NO_EXITS)
+    early_exits: tuple[bool, ...]          # (True,): calibrated thresholds; (False,): the plain network
     splits: str                            # "all", "device" (split N) or "cloud" (split 0)
+    modes: tuple[str, ...]                 # plan modes (core/plan.py)
     objectives: tuple[Objective, ...] | None = None    # None: the SLA's
-    provisional: bool = False              # offload only where the drone has an exit before the split
 
     def mask(self, table: PredictionTable) -> np.ndarray:
-        cols, n = table.shape[0], table.num_stages
-        m = np.zeros(table.shape, dtype=bool)
-        col = slice(0, cols - 1) if self.early_exits else slice(cols - 1, cols)
-        split = {"all": slice(None), "device": slice(n, n + 1), "cloud": slice(0, 1)}[self.splits]
-        m[col, split] = True
-        if self.provisional:     # control never waits on the network: a device exit answers first
-            m[:, :table.first_device_exit_split] = False
-        return m
+        n = table.num_stages
+        plain = np.isinf(table.thresholds)
+        rows = np.isin(table.modes, [PLAN_MODES.index(m) for m in self.modes])
+        rows &= np.isin(~plain, self.early_exits)
+        cols = {"all": np.ones(n + 1, bool), "device": np.arange(n + 1) == n,
+                "cloud": np.arange(n + 1) == 0}[self.splits]
+        return rows[:, None] & cols[None, :]
 
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
-    Strategy("spinn", "split and exit threshold co-optimised for the SLA; the drone answers provisionally "
-             "before any offload", True, "all", provisional=True),
-    Strategy("device_only", "the whole network on the drone, no early exits", False, "device"),
-    Strategy("cloud_only", "the raw frame to the cloud, the whole network there", False, "cloud"),
-    Strategy("neurosurgeon", "the split with the lowest latency, no early exits", False, "all",
-             (Objective("minimize_latency"),)),
-    Strategy("branchynet", "early exits on the drone only, the threshold best for the SLA", True, "device"),
+    Strategy("spinn", "split, exit threshold and plan mode co-optimised for the SLA: every baseline's plans "
+             "and more", (True, False), "all", PLAN_MODES),
+    Strategy("device_only", "the whole network on the drone, no early exits", (False,), "device",
+             (PROVISIONAL_FIRST,)),
+    Strategy("cloud_only", "the raw frame to the cloud, the whole network there", (False,), "cloud", (OFFLOAD_FIRST,)),
+    Strategy("neurosurgeon", "the split with the lowest latency, no early exits", (False,), "all",
+             (OFFLOAD_FIRST, PROVISIONAL_FIRST), (Objective("minimize_latency"),)),
+    Strategy("branchynet", "early exits on the drone only, the threshold best for the SLA", (True,), "device",
+             (PROVISIONAL_FIRST,)),
 )}
 
 
@@ -391,23 +527,27 @@ class Decision:
 
     split = property(lambda self: self.prediction.split)
     threshold = property(lambda self: self.prediction.threshold)
+    mode = property(lambda self: self.prediction.mode)
     offload = property(lambda self: self.prediction.offload)
+    plan = property(lambda self: self.prediction.plan)
 
     def plan_fields(self) -> dict:
         """``spinn_ros/SplitPlan`` fields (the monitor adds header, plan_id, model_id).
         The plain network's threshold is infinite: the drone and the cloud skip the exit heads."""
         p = self.prediction
-        return {"split_point": p.split, "exit_threshold": p.threshold, "offload": p.offload,
+        return {"split_point": p.split, "exit_threshold": p.threshold, "mode": p.mode, "offload": p.offload,
                 "predicted_latency_ms": p.latency_ms, "predicted_mean_latency_ms": p.mean_latency_ms,
-                "predicted_accuracy": p.accuracy, "predicted_throughput_fps": p.throughput_fps,
+                "predicted_accuracy": p.accuracy, "predicted_on_time_accuracy": p.on_time_accuracy,
+                "predicted_throughput_fps": p.throughput_fps,
                 "predicted_offload_fraction": p.offload_fraction, "predicted_bytes_per_frame": p.bytes_per_frame,
                 "predicted_server_ms_per_frame": p.server_ms_per_frame, "feasible": self.feasible,
                 "reason": self.reason}
 
 
 def _fmt(metric: str, v: float) -> str:
-    return {"accuracy": f"{v:.4f}", "throughput_fps": f"{v:.1f} fps", "bytes_per_frame": f"{v:.0f} B",
-            "server_ms_per_frame": f"{v:.2f} ms", "latency_ms": f"{v:.1f} ms"}.get(metric, f"{v:.3g}")
+    return {"accuracy": f"{v:.4f}", "on_time_accuracy": f"{v:.4f}", "throughput_fps": f"{v:.1f} fps",
+            "bytes_per_frame": f"{v:.0f} B", "server_ms_per_frame": f"{v:.2f} ms",
+            "latency_ms": f"{v:.1f} ms"}.get(metric, f"{v:.3g}")
 
 
 def _where(split: int, n: int) -> str:
@@ -425,16 +565,18 @@ class Scheduler:
         self.model, self.sla, self.strategy = model, sla, STRATEGIES[strategy]
         self.objectives = self.strategy.objectives or sla.objectives
 
-    def predict(self, split: int, threshold: float, cond: Conditions) -> Prediction:
-        return self.model.predict(split, threshold, cond, self.sla.percentile)
+    def predict(self, split: int, threshold: float, cond: Conditions, mode: str = PROVISIONAL_FIRST) -> Prediction:
+        return self.model.predict(split, threshold, cond, self.sla.percentile, mode, self.sla.on_time_ms)
 
     def violations(self, p: Prediction) -> list[str]:
         """The SLA constraints a prediction breaks (e.g. to judge the plan in force)."""
         return [b.label for b in self.sla.bounds if not b.ok(getattr(p, b.metric))]
 
     def decide(self, cond: Conditions) -> Decision:
-        table = self.model.predict_all(cond, self.sla.percentile)
+        table = self.model.predict_all(cond, self.sla.percentile, self.sla.on_time_ms)
         cand = self.strategy.mask(table) & table.valid
+        if self.sla.hold_device_answer:      # control never waits on the network
+            cand &= table.holds_device_answer
         oks = [b.ok(table[b.metric]) for b in self.sla.bounds]
         feasible = cand & np.logical_and.reduce(oks) if oks else cand
         if not feasible.any():
@@ -443,7 +585,8 @@ class Scheduler:
         binding = tuple(self._binding(table, cand, oks, idx))
         c, s = idx
         p = table.prediction(c, s)
-        reason = (f"{self.strategy.name}: split {s} ({_where(s, table.num_stages)}), {self._threshold_text(p)}; "
+        reason = (f"{self.strategy.name}: split {s} ({_where(s, table.num_stages)}), {self._threshold_text(p)}, "
+                  f"{p.mode}; "
                   f"{int(feasible.sum())}/{int(cand.sum())} plans meet the SLA; decided by {decided_by}; "
                   f"binding: {', '.join(binding) or 'none'}")
         return Decision(self.strategy.name, p, True, reason, decided_by, binding)
@@ -452,24 +595,26 @@ class Scheduler:
     def _rank(self, table: PredictionTable, mask: np.ndarray, objectives) -> tuple[tuple[int, int], str]:
         """Lexicographic with tolerances: each objective keeps the plans within its band of
         the best, the next decides among them; a deterministic tie-break ends it."""
-        cols, splits = np.nonzero(mask)
+        rows, splits = np.nonzero(mask)
         steps = []
         for obj in objectives:
-            if len(cols) == 1:
+            if len(rows) == 1:
                 break
             spec = obj.spec
-            v = spec.sense * table[spec.metric][cols, splits]
+            v = spec.sense * table[spec.metric][rows, splits]
             best = v.max()
             keep = v >= best - obj.band(best) - 1e-12
             steps.append(f"{obj.name} ({_fmt(spec.metric, spec.sense * best)}"
                          + (f", {int(keep.sum())} tied)" if keep.sum() > 1 else ")"))
-            cols, splits = cols[keep], splits[keep]
-        if len(cols) > 1:
-            # tie-break: lower mean latency, then less offloading (deeper split), then the higher threshold
-            order = np.lexsort((-cols, -splits, table["mean_latency_ms"][cols, splits]))
-            cols, splits = cols[order[:1]], splits[order[:1]]
-            steps.append("tie-break (mean latency, deeper split, higher threshold)")
-        return (int(cols[0]), int(splits[0])), " then ".join(steps) or "the only candidate"
+            rows, splits = rows[keep], splits[keep]
+        if len(rows) > 1:
+            # tie-break: lower mean latency, then less offloading (deeper split), then the earlier mode
+            # (PLAN_MODES order: the device answers first), then the higher threshold
+            column = rows % (len(table.thresholds) // len(PLAN_MODES))
+            order = np.lexsort((-column, table.modes[rows], -splits, table["mean_latency_ms"][rows, splits]))
+            rows, splits = rows[order[:1]], splits[order[:1]]
+            steps.append("tie-break (mean latency, deeper split, mode, higher threshold)")
+        return (int(rows[0]), int(splits[0])), " then ".join(steps) or "the only candidate"
 
     def _binding(self, table, cand, oks, idx):
         """Constraints without which the ranking would pick another plan."""
@@ -486,7 +631,7 @@ class Scheduler:
         device = cand.copy()
         device[:, :n] = False
         if not device.any():                 # e.g. cloud-only: the drone runs the same network alone
-            device = replace(self.strategy, splits="device").mask(table) & table.valid
+            device = replace(self.strategy, splits="device", modes=(PROVISIONAL_FIRST,)).mask(table) & table.valid
         latency = [ok for b, ok in zip(self.sla.bounds, oks) if b.metric == "latency_ms"]
         meets = device & latency[0] if latency else device
         if meets.any():

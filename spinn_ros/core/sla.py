@@ -13,7 +13,10 @@ a plan 0.01 % more accurate but 3x slower.
       max_server_ms_per_frame: 20
       min_throughput_fps: 10                  # optional
       max_bytes_per_frame: 60000              # optional
+      min_on_time_accuracy: 0.8               # optional
+      hold_device_answer: true                # optional: control never waits on the network
     objectives:                               # first = highest priority
+      - maximize_on_time_accuracy: {tolerance: 0.005}    # judged at the latency bound (else the drone's deadline)
       - maximize_accuracy: {tolerance: 0.005}            # absolute, in the objective's unit
       - maximize_throughput: {relative_tolerance: 0.05}  # share of the best value
       - minimize_server_cost
@@ -49,6 +52,7 @@ class ObjectiveSpec:
 
 #: objective name -> what it ranks (metric names are Prediction fields)
 OBJECTIVES: dict[str, ObjectiveSpec] = {
+    "maximize_on_time_accuracy": ObjectiveSpec("on_time_accuracy", +1, ""),
     "maximize_accuracy": ObjectiveSpec("accuracy", +1, ""),
     "maximize_throughput": ObjectiveSpec("throughput_fps", +1, "fps"),
     "minimize_latency": ObjectiveSpec("latency_ms", -1, "ms"),        # at the SLA's percentile
@@ -98,10 +102,17 @@ class SLA:
     objectives: tuple[Objective, ...]
     percentile: float = DEFAULT_PERCENTILE   # latency percentile the plan is judged at
     source: str = "<memory>"
+    hold_device_answer: bool = False         # only plans where the drone answers without the network
+
+    @property
+    def on_time_ms(self) -> float | None:
+        """The deadline on-time accuracy is judged at: the latency bound (None: the drone's deadline)."""
+        return next((b.limit for b in self.bounds if b.metric == "latency_ms"), None)
 
     def describe(self) -> str:
         cons = "; ".join(b.label for b in self.bounds) or "no constraints"
-        return f"{self.name}: {cons}; objectives " + " > ".join(o.name for o in self.objectives)
+        hold = "; the drone always holds an answer" if self.hold_device_answer else ""
+        return f"{self.name}: {cons}{hold}; objectives " + " > ".join(o.name for o in self.objectives)
 
 
 # ---------------------------------------------------------------------------------
@@ -109,8 +120,8 @@ class SLA:
 # ---------------------------------------------------------------------------------
 
 _TOP_KEYS = ("version", "name", "description", "constraints", "objectives")
-_CONSTRAINT_KEYS = ("latency_ms", "min_accuracy", "max_server_ms_per_frame", "min_throughput_fps",
-                    "max_bytes_per_frame")
+_CONSTRAINT_KEYS = ("latency_ms", "min_accuracy", "min_on_time_accuracy", "max_server_ms_per_frame",
+                    "min_throughput_fps", "max_bytes_per_frame", "hold_device_answer")
 _OBJECTIVE_KEYS = ("tolerance", "relative_tolerance")
 
 
@@ -159,6 +170,7 @@ def _bounds(r: _Reader, raw: dict) -> tuple[tuple[Bound, ...], float]:
         bounds.append(Bound("latency_ms", "latency_ms", True, limit, f"p{percentile:g} latency <= {limit:g} ms"))
     simple = {  # key -> (metric, upper, lo, hi, label format)
         "min_accuracy": ("accuracy", False, 0.0, 1.0, "accuracy >= {:g}"),
+        "min_on_time_accuracy": ("on_time_accuracy", False, 0.0, 1.0, "on-time accuracy >= {:g}"),
         "max_server_ms_per_frame": ("server_ms_per_frame", True, 0.0, 1e6, "server <= {:g} ms/frame"),
         "min_throughput_fps": ("throughput_fps", False, 0.0, 1e4, "throughput >= {:g} fps"),
         "max_bytes_per_frame": ("bytes_per_frame", True, 0.0, 1e9, "uplink <= {:g} B/frame"),
@@ -213,7 +225,10 @@ def parse_sla(data, source: str = "<memory>") -> SLA:
     if not isinstance(name, str) or not name:
         r.fail("name", f"must be a non-empty string, got {name!r}")
     bounds, percentile = _bounds(r, top.get("constraints"))
-    return SLA(name, bounds, _objectives(r, top["objectives"]), percentile, source)
+    hold = (top.get("constraints") or {}).get("hold_device_answer", False)
+    if not isinstance(hold, bool):
+        r.fail("constraints.hold_device_answer", f"must be true or false, got {hold!r}")
+    return SLA(name, bounds, _objectives(r, top["objectives"]), percentile, source, hold)
 
 
 def load_sla(path=None) -> SLA:

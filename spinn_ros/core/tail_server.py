@@ -2,8 +2,10 @@
 
 Transport-agnostic (bytes in, a ``respond(bytes)`` callback out) so the ROS cloud
 node and the ROS-free ``spinn cloud`` server share it. Requests from all drones go
-into one queue; a worker takes the oldest request and waits up to ``max_wait_ms``
-for up to ``max_batch - 1`` more at the same split point, then runs them as one
+into one queue; a worker takes the oldest request and, when another drone has sent
+within the last second (``adaptive_wait``; a lone drone's frames come a camera period
+apart, so waiting would only delay them), waits up to ``max_wait_ms`` for up to
+``max_batch - 1`` more at the same split point, then runs what it has as one
 batch (each row still leaves at its own exit, with its own threshold). Anything
 malformed is answered with an error reply at once and never reaches the worker.
 """
@@ -52,7 +54,8 @@ class ServerStats:
 
 class TailServer:
     def __init__(self, model: EarlyExitNet, model_id: str, *, max_batch: int = 8, max_wait_ms: float = 4.0,
-                 max_queue: int = 256, drop_late: bool = True, log: Callable[[str], None] | None = None):
+                 max_queue: int = 256, drop_late: bool = True, log: Callable[[str], None] | None = None,
+                 adaptive_wait: bool = True):
         if max_batch < 1 or max_wait_ms < 0 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be >= 1 and max_wait_ms >= 0")
         self.model = model
@@ -61,6 +64,8 @@ class TailServer:
         self.max_wait_s = max_wait_ms / 1e3
         self.max_queue = max_queue
         self.drop_late = drop_late
+        self.adaptive_wait = adaptive_wait
+        self._last_seen: dict[str, float] = {}      # drone -> monotonic time of its latest request
         self.shapes = codec.split_shapes(model)
         self.stats = ServerStats()
         self._log = log or (lambda msg: None)
@@ -96,6 +101,7 @@ class TailServer:
                                            req.request_id))
                 return
             self._queue.append(_Job(req, respond, drone, arrived_ns))
+            self._last_seen[drone] = time.monotonic()
             self._cond.notify()
 
     @property
@@ -135,7 +141,7 @@ class TailServer:
                 return None
             first = self._queue.popleft()
             batch = [first]
-            deadline = time.monotonic() + self.max_wait_s
+            deadline = time.monotonic() + (self.max_wait_s if self._others_sending(first.drone) else 0.0)
             while len(batch) < self.max_batch:
                 batch += self._take_same_split(first.request.split, self.max_batch - len(batch))
                 remaining = deadline - time.monotonic()
@@ -143,6 +149,13 @@ class TailServer:
                     break
                 self._cond.wait(remaining)
             return batch
+
+    def _others_sending(self, drone: str, window_s: float = 1.0) -> bool:
+        """Is a batch worth waiting for: has another drone sent within ``window_s``? (lock held)"""
+        if not self.adaptive_wait:
+            return True
+        now = time.monotonic()
+        return any(d != drone and now - t <= window_s for d, t in self._last_seen.items())
 
     def _take_same_split(self, split: int, limit: int) -> list[_Job]:
         taken = [j for j in self._queue if j.request.split == split][:limit]

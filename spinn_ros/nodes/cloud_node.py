@@ -23,7 +23,8 @@ PARAMS = [
           non_empty, read_only=True),
     Param("name", "cloud", "server name: its liveliness token and load key", non_empty, read_only=True),
     Param("max_batch", 8, "most requests run as one batch", in_range(1, 256), read_only=True),
-    Param("max_wait_ms", 4.0, "longest wait for a batch to fill after its first request, ms",
+    Param("max_wait_ms", 4.0, "longest wait for a batch to fill after its first request, ms (only while "
+          "another drone is sending: a lone drone's request runs at once)",
           in_range(0.0, 1000.0), read_only=True),
     Param("max_queue", 256, "requests waiting beyond this are refused (OVERLOADED)", in_range(1, 100000),
           read_only=True),

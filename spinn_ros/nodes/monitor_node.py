@@ -13,6 +13,7 @@ decision that differs from the plan in force is published, with its reason logge
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
@@ -26,14 +27,13 @@ from ..core.calibration import load_calibration
 from ..core.checkpoint import calibration_path
 from ..core.estimators import ChangeDetector, LinkEstimator
 from ..core.model_ref import is_random_ref, load_model
-from ..core.profiler import find_profile, load_profile
+from ..core.profiler import ENCODINGS, find_profile, load_profile
 from ..core.scheduler import STRATEGIES, Conditions, Decision, PerformanceModel, Scheduler
 from ..core.sla import load_sla
 from ..ros import diagnostics as diag
 from ..ros import qos
 from ..ros.node_main import run_node
 from ..ros.params import Param, ParameterError, declare, in_range, non_empty, one_of, zenoh_params
-from .drone_node import ENCODINGS
 
 PARAMS = [
     Param("checkpoint", "default", "the drone's model ('default', a path); plans carry its id", non_empty,
@@ -54,6 +54,7 @@ PARAMS = [
     Param("frame_rate_hz", 15.0, "camera rate the drone sees", in_range(0.1, 1000.0)),
     Param("deadline_ms", 200.0, "the drone's cloud.deadline_ms", in_range(1.0, 10000.0)),
     Param("encoding", "u8-lz4", "the drone's cloud.encoding", one_of(*ENCODINGS)),
+    Param("max_in_flight", 4, "the drone's cloud.max_in_flight", in_range(1, 64)),
     Param("device_slowdown", 1.0, "drone compute relative to its profile (e.g. a slower or throttled drone)",
           in_range(0.01, 100.0)),
     Param("period_s", 0.1, "control period: estimates checked for change this often", in_range(0.01, 10.0),
@@ -63,7 +64,10 @@ PARAMS = [
           read_only=True),
     Param("probe.bandwidth_period_s", 0.5, "bulk probes this often (0: none)", in_range(0.0, 60.0),
           read_only=True),
-    Param("probe.bandwidth_bytes", 32768, "bulk probe size, bytes", in_range(4096, 1 << 20), read_only=True),
+    Param("probe.bandwidth_bytes", 32768, "bulk probe size, bytes (at most probe.max_share of the link)",
+          in_range(4096, 1 << 20), read_only=True),
+    Param("probe.max_share", 0.05, "bulk probes use at most this share of the estimated bandwidth, (0, 1]",
+          in_range(0.0, 1.0, lo_open=True), read_only=True),
     Param("probe.timeout_s", 1.0, "a probe unanswered this long counts as lost", in_range(0.01, 60.0),
           read_only=True),
     Param("min_samples", 3, "link samples needed before the first link-based decision", in_range(0, 1000)),
@@ -94,13 +98,14 @@ class MonitorNode(Node):
         self.create_subscription(InferenceResult, "spinn/result", self._on_result, qos.RESULTS)
         self.link = self._open_link(p)
         self._probing: dict[str, float] = {}      # probe kind -> when it may be sent again
+        self._offload_samples_seen = 0
         self.create_timer(p["period_s"], self._control)
         self.create_timer(p["link_state_period_s"], self._publish_link_state)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
         if p["probe.rtt_period_s"] > 0:
             self.create_timer(p["probe.rtt_period_s"], lambda: self._probe("rtt", 64))
         if p["probe.bandwidth_period_s"] > 0:
-            self.create_timer(p["probe.bandwidth_period_s"], lambda: self._probe("bw", p["probe.bandwidth_bytes"]))
+            self.create_timer(p["probe.bandwidth_period_s"], self._bulk_probe)
         self._control()     # a plan at once: device only until the link is measured
 
     # -- set-up -----------------------------------------------------------------------------
@@ -154,6 +159,21 @@ class MonitorNode(Node):
                 if alive:
                     self.estimator.reset_link()
 
+    def _bulk_probe(self) -> None:
+        """A bandwidth probe, unless offloads measured the link since the last one; sized to at most
+        probe.max_share of the estimated bandwidth (a 32 kB probe every 0.5 s holds a 5 Mbit/s link
+        for 52 ms: the drone's own offloads would queue behind it)."""
+        with self._lock:
+            fed, mbps = self.estimator.offload_samples, self.estimator.bandwidth.value
+        if fed > self._offload_samples_seen:
+            self._offload_samples_seen = fed
+            return
+        nbytes = self.p["probe.bandwidth_bytes"]
+        if math.isfinite(mbps) and mbps > 0:
+            cap = self.p["probe.max_share"] * mbps * 1e6 / 8 * self.p["probe.bandwidth_period_s"]
+            nbytes = int(max(self.estimator.min_probe_bytes, min(nbytes, cap)))
+        self._probe("bw", nbytes)
+
     def _probe(self, kind: str, nbytes: int) -> None:
         clouds = sorted(self.link.clouds.alive)
         now = time.monotonic()
@@ -176,7 +196,8 @@ class MonitorNode(Node):
     # -- planning -----------------------------------------------------------------------------
     def _conditions(self) -> Conditions:
         return self.estimator.conditions(frame_rate_hz=self.p["frame_rate_hz"], deadline_ms=self.p["deadline_ms"],
-                                         encoding=self.p["encoding"], device_slowdown=self.p["device_slowdown"])
+                                         encoding=self.p["encoding"], device_slowdown=self.p["device_slowdown"],
+                                         max_in_flight=self.p["max_in_flight"])
 
     def _control(self) -> None:
         with self._lock:
@@ -220,7 +241,7 @@ class MonitorNode(Node):
         msg.header.stamp = self.get_clock().now().to_msg()
         self.plan_pub.publish(msg)
         self.get_logger().info(
-            f"plan {self.plan_id}: split {msg.split_point}, threshold {msg.exit_threshold:.3f}, offload "
+            f"plan {self.plan_id}: split {msg.split_point}, threshold {msg.exit_threshold:.3f}, {msg.mode}, offload "
             f"{msg.offload}, predicted p{self.scheduler.sla.percentile:g} {msg.predicted_latency_ms:.1f} ms, "
             f"accuracy {msg.predicted_accuracy:.3f} (link {c.bandwidth_mbps:.1f} Mbit/s, rtt {c.rtt_ms:.1f} ms, "
             f"loss {c.loss_rate:.2f}, cloud {'up' if c.cloud_alive else 'down'}) -- {msg.reason}")
@@ -256,7 +277,7 @@ def _checkpoint_file(ref: str) -> Path:
 
 
 def _same_plan(a: Decision, b: Decision) -> bool:
-    return (a.split, a.threshold, a.offload) == (b.split, b.threshold, b.offload)
+    return a.plan == b.plan
 
 
 def main(args=None) -> int:
