@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -88,7 +88,6 @@ class Appearance:
     sky: tuple[tuple[float, float, float], tuple[float, float, float]] = ((0.8, 0.85, 0.9), (0.35, 0.55, 0.85))
     clouds: float = 0.0
     visibility: float = 200.0       # metres; haze = 1 - exp(-distance / visibility)
-    extra: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------
@@ -293,7 +292,7 @@ def world_points(depth: np.ndarray, view, proj) -> np.ndarray:
 
 
 def compose(app: Appearance, shading: np.ndarray, depth: np.ndarray, seg: np.ndarray, view, proj, eye,
-            ground_id: int, obstacle_ids: dict[int, int], rng) -> np.ndarray:
+            ground_id: int, obstacle_ids: dict[int, int]) -> np.ndarray:
     """Float RGB (H, W, 3) in [0, 1+] of a textured world from its grey render.
 
     ``shading``: the grey render's RGB / mid-grey (light per pixel, shadows included);

@@ -153,7 +153,7 @@ def render_frame(client, ids, app, pos, yaw, pitch, roll, camera, lighting, rng)
     shading = np.asarray(rgba, dtype=np.float64).reshape(h, w, 4)[:, :, :3] / (255 * GREY[0])
     eye = W.camera_eye(client, pos, yaw, pitch, roll, camera)
     img = A.compose(app, shading, np.asarray(depth).reshape(h, w), np.asarray(seg).reshape(h, w), view, proj, eye,
-                    ground_id=0, obstacle_ids={b: i for i, b in enumerate(ids)}, rng=rng)
+                    ground_id=0, obstacle_ids={b: i for i, b in enumerate(ids)})
     return A.camera_effects(img, rng)
 
 
