@@ -36,8 +36,7 @@ pytestmark = pytest.mark.netns
 FRAME_RATE = 30.0
 SLOWDOWN = 25.0           # the drone computes 25x slower than one core here (sleep-padded head): with the shipped
                           # model and its profile the planner then offloads on a fast link and keeps frames on the
-                          # drone at 1 Mbit/s. At 30x (the head ~80 % of a camera period) the mean latency is
-                          # predicted 35-45 % high (docs/scheduler.md): the model's known limit, not this test's subject
+                          # drone at 1 Mbit/s
 DEADLINE_MS = 90.0            # below the SLA bound (100 ms): a late offload falls back in time
 PORT = 7447
 CAMERA = "/camera/image_raw"

@@ -74,31 +74,31 @@ OUTAGE = Conditions(bandwidth_mbps=1000.0, rtt_ms=2.0, cloud_alive=False)
 
 
 def mailbox(busy_ms: float, frame_rate_hz: float = 30.0) -> float:
-    """The wait in the drone's newest-frame slot (docs/scheduler.md), by hand."""
+    """The wait in the drone's newest-frame slot after a frame that kept it busy ``busy_ms``
+    (docs/scheduler.md), by hand: the periodic camera's next frame waits nothing when the drone
+    is done before it arrives, else the overrun past the last whole camera period."""
     period = 1e3 / frame_rate_hz
-    return min(busy_ms / period, 1.0) * min(busy_ms, period) / 2
-
-
-CAMERA_BOUND_WAIT = 1e3 / 30 / 2    # a drone slower than the 30 Hz camera: frames are half a period old
+    return busy_ms % period if busy_ms > period else 0.0
 
 
 def test_device_only_latency_is_a_mixture_over_exits():
     p = toy_model().predict(3, 0.5, SLOW)
     assert p.offload_fraction == 0 and p.bytes_per_frame == 0 and p.server_ms_per_frame == 0
     busy = 0.70 * 22 + 0.27 * 44 + 0.03 * 66          # 29.3 ms per frame: 88 % of the camera period
-    assert p.mean_latency_ms == pytest.approx(busy + mailbox(busy)) and mailbox(busy) == pytest.approx(12.84, abs=0.01)
-    assert p.latency_ms == pytest.approx(44 + mailbox(busy))          # 97 % of frames are out by exit 1
+    wait = 0.70 * mailbox(22) + 0.27 * mailbox(44) + 0.03 * mailbox(66)    # only the frames past 33 ms delay the next
+    assert p.mean_latency_ms == pytest.approx(busy + wait) and wait == pytest.approx(3.86, abs=0.01)
+    assert p.latency_ms == pytest.approx(44 + wait)                   # 97 % of frames are out by exit 1
     assert p.accuracy == pytest.approx(0.8165)
     assert p.device_ms_per_frame == pytest.approx(busy)
     assert p.throughput_fps == pytest.approx(min(30, 1e3 / busy)) and p.bottleneck == "camera"
 
 
-def test_mailbox_wait_grows_with_the_drone_load_up_to_half_a_camera_period():
+def test_mailbox_wait_is_the_previous_frames_overrun_of_the_camera_period():
     m = toy_model()
     idle = m.predict(3, 0.5, Conditions(bandwidth_mbps=1.0, rtt_ms=100.0, frame_rate_hz=1.0))
-    assert idle.mean_latency_ms == pytest.approx(29.26 + 29.26 ** 2 / 1e3 / 2)      # rarely busy on arrival
+    assert idle.mean_latency_ms == pytest.approx(29.26)              # every frame done before the next arrives
     busy = m.predict(3, 1.0, Conditions(bandwidth_mbps=1.0, rtt_ms=100.0, frame_rate_hz=100.0))
-    assert busy.mean_latency_ms == pytest.approx(66 + 5.0)                           # 66 ms > 10 ms period
+    assert busy.mean_latency_ms == pytest.approx(66 + 6.0)           # 66 ms: the newest frame arrived 6 ms before
 
 
 def test_offloaded_latency_adds_transfer_rtt_and_cloud_tail():
@@ -117,7 +117,8 @@ def test_deadline_caps_offloads_and_costs_the_provisional_accuracy():
     assert p.fallback_fraction == pytest.approx(0.6)
     assert p.latency_ms == pytest.approx(200.0)
     # the drone is busy 0.2 x 22 + 0.2 x 44 + 0.6 x 44 = 39.6 ms a frame: slower than the camera
-    assert p.mean_latency_ms == pytest.approx(0.2 * 22 + 0.2 * 44 + 0.4 * CAMERA_BOUND_WAIT + 0.6 * 200)
+    wait = 0.8 * mailbox(44)                 # after the 80 % of frames that keep it 44 ms
+    assert p.mean_latency_ms == pytest.approx(0.2 * 22 + 0.2 * 44 + 0.4 * wait + 0.6 * 200)
     # provisional answer = exit 1 on the frames it was not sure of, estimated from its standalone accuracy
     prov = (0.85 - 0.4 * 0.94) / 0.6
     assert p.accuracy == pytest.approx(0.2 * 0.95 + 0.2 * 0.93 + 0.6 * prov)
@@ -154,8 +155,8 @@ def test_the_in_flight_cap_refuses_offloads_and_the_head_answers_them():
 def test_no_exits_column_skips_the_intermediate_heads():
     m = toy_model()
     plain, exits = m.predict(3, PLAIN_NETWORK, SLOW), m.predict(3, 1.0, SLOW)
-    assert plain.latency_ms == pytest.approx(60 + 2 + CAMERA_BOUND_WAIT)
-    assert exits.latency_ms == pytest.approx(66 + CAMERA_BOUND_WAIT)
+    assert plain.latency_ms == pytest.approx(62 + mailbox(62))
+    assert exits.latency_ms == pytest.approx(66 + mailbox(66))
     assert plain.accuracy == pytest.approx(0.94)
 
 
@@ -163,7 +164,7 @@ def test_slowdown_and_batching_scale_the_right_side():
     m = toy_model()
     base = m.predict(3, 1.0, SLOW)
     slow = m.predict(3, 1.0, Conditions(bandwidth_mbps=1.0, rtt_ms=50.0, device_slowdown=2.0))
-    assert slow.latency_ms - CAMERA_BOUND_WAIT == pytest.approx(2 * (base.latency_ms - CAMERA_BOUND_WAIT))
+    assert slow.latency_ms - mailbox(132) == pytest.approx(2 * (base.latency_ms - mailbox(66)))
     b1 = m.predict(1, 1.0, FAST)
     b2 = m.predict(1, 1.0, Conditions(bandwidth_mbps=1000.0, rtt_ms=2.0, cloud_batch_size=2))
     assert b2.server_ms_per_frame == pytest.approx(b1.server_ms_per_frame * 1.6 / 2)
@@ -195,9 +196,10 @@ def decide(cond, strategy="spinn", **kw):
 
 def test_fast_link_sends_the_raw_frame_first():
     """Only the full model (threshold 1.0) reaches the best accuracy, and on the drone it takes
-    66 ms (+ 16.7 in the mailbox): over the 40 ms bound. Offloading after stage 0, provisional-first,
-    answers at 7.3 (mailbox: busy 22 of 33 ms) + 22 + 0.16 (20 kB at 1 Gbit/s) + 2 (RTT) + 2.2 (two
-    cloud stages and heads) = 33.7 ms; the raw frame sent first (the cloud-only baseline's plan)
+    66 ms (+ 32.7 in the mailbox: 66 mod 33.3): over the 40 ms bound. Offloading after stage 0,
+    provisional-first, answers at 22 (busy 22 of 33 ms: done before the next frame, no wait)
+    + 0.16 (20 kB at 1 Gbit/s) + 2 (RTT) + 2.2 (two cloud stages and heads) = 26.4 ms; the raw frame
+    sent first (the cloud-only baseline's plan)
     answers at ~6 ms, and with the SLA's permission SPINN takes it, as the plain network (the final
     exit answers all the same, and no other exit head costs time)."""
     cons = {"latency_ms": {"max": 40, "percentile": 95}}
