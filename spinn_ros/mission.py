@@ -555,9 +555,11 @@ class Flight:
         argv = spec.command()
         if self.opts.sim_exec and spec.executable == "sim_node":
             argv = [sys.executable, self.opts.sim_exec, *spec.ros_args()]
+        env = self.env
         if self.link is not None and side == "cloud":
             argv = self.link.command("cloud", argv)
-        self.procs.append(ChildProcess(spec.name, argv, env=self.env, sink=self._sink))
+            env = cloud_host_environment(self.env)
+        self.procs.append(ChildProcess(spec.name, argv, env=env, sink=self._sink))
 
     def _check_nodes(self) -> None:
         for p in self.procs:
@@ -811,6 +813,19 @@ class Flight:
         if self._node_log:
             self._node_log.close()
         self.notes += errors
+
+
+def cloud_host_environment(env: dict) -> dict:
+    """The environment of the cloud behind the emulated link: DDS over UDP only.
+
+    The cloud's network namespace stands for another machine, but /dev/shm is this one's, so
+    FastDDS's shared-memory transport joined it to the drone side's participants around the
+    emulated link; at teardown that left port files of exited participants in /dev/shm (two
+    CI runs, degrade flights). Over UDP it stays behind the link, like a real cloud."""
+    from .core.resources import config_file
+    from .launch_spec import DDS_PROFILE_VARIABLES
+
+    return {**env, **dict.fromkeys(DDS_PROFILE_VARIABLES, str(config_file("fastdds_udp.xml")))}
 
 
 def free_port() -> int:
