@@ -63,7 +63,7 @@ import numpy as np  # noqa: E402
 
 from bench.common import percentile, print_table, results_dir, write_json  # noqa: E402
 from spinn_ros import launch_spec  # noqa: E402
-from spinn_ros.core.checkpoint import calibration_path, default_checkpoint_path  # noqa: E402
+from spinn_ros.core.checkpoint import calibration_path, checkpoint_path  # noqa: E402
 from spinn_ros.core.model_ref import load_model  # noqa: E402
 from spinn_ros.core.on_time import Answered, CameraFrame, score_commands  # noqa: E402
 from spinn_ros.core.profiler import find_profile  # noqa: E402
@@ -737,7 +737,7 @@ def resolve_model(opts):
     """(model, profiles dir, what the monitor will read) - failing early when the planner's inputs
     are missing: it needs a calibrated checkpoint and both profiles."""
     model, model_id = load_model(opts.checkpoint)
-    ckpt_file = default_checkpoint_path() if opts.checkpoint == "default" else Path(opts.checkpoint)
+    ckpt_file = checkpoint_path(opts.checkpoint)
     cal = calibration_path(ckpt_file)
     profiles = Path(opts.profiles_dir).resolve()
     files = {"model_id": model_id, "checkpoint": str(ckpt_file), "calibration": str(cal),

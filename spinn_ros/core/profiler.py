@@ -441,7 +441,7 @@ def _batch_overhead(model, stages: dict, exits: dict, tails: dict) -> dict:
 def calibration_reference(ref: str, model_id: str, override: Path | None) -> dict | None:
     """{path, model_id} of the model's calibration; refuses one made for another model."""
     from .calibration import load_calibration
-    from .checkpoint import calibration_path, default_checkpoint_path
+    from .checkpoint import calibration_path, checkpoint_path
     from .model_ref import is_random_ref
 
     if override is not None:
@@ -449,7 +449,7 @@ def calibration_reference(ref: str, model_id: str, override: Path | None) -> dic
     elif is_random_ref(ref):
         return None
     else:
-        path = calibration_path(default_checkpoint_path() if ref == "default" else ref)
+        path = calibration_path(checkpoint_path(ref))
     if not path.is_file():
         return {"path": str(path), "model_id": None}
     return {"path": str(path), "model_id": load_calibration(path, model_id).model_id}

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from pathlib import Path
 
 from rclpy.node import Node
 
@@ -24,7 +23,7 @@ from spinn_ros.msg import InferenceResult, LinkState, SplitPlan
 
 from ..core.backend import BACKENDS
 from ..core.calibration import load_calibration
-from ..core.checkpoint import calibration_path
+from ..core.checkpoint import calibration_path, checkpoint_path
 from ..core.estimators import ChangeDetector, LinkEstimator
 from ..core.model_ref import is_random_ref, load_model
 from ..core.profiler import ENCODINGS, find_profile, load_profile
@@ -115,7 +114,7 @@ class MonitorNode(Node):
             raise ParameterError(f"parameter 'checkpoint'={ref!r}: the monitor needs a calibrated checkpoint")
         try:
             model, model_id = load_model(ref)
-            cal_file = p["calibration"] or calibration_path(_checkpoint_file(ref))
+            cal_file = p["calibration"] or calibration_path(checkpoint_path(ref))
             calibration = load_calibration(cal_file, model_id)
             profiles = p["profiles_dir"] or None
             device = load_profile(p["device_profile"] or find_profile(model_id, "device", root=profiles,
@@ -270,10 +269,6 @@ class MonitorNode(Node):
         self.link.close()
 
 
-def _checkpoint_file(ref: str) -> Path:
-    from ..core.checkpoint import default_checkpoint_path
-
-    return default_checkpoint_path() if ref == "default" else Path(ref)
 
 
 def _same_plan(a: Decision, b: Decision) -> bool:
