@@ -6,6 +6,7 @@ destroyed before rclpy shuts down, so DDS resources are released cleanly.
 """
 from __future__ import annotations
 
+import faulthandler
 import signal
 import sys
 import threading
@@ -18,6 +19,10 @@ from rclpy.signals import SignalHandlerOptions, install_signal_handlers
 from .params import ParameterError
 
 EXIT_BAD_PARAMETERS = 2
+#: a node still shutting down this long after SIGINT/SIGTERM prints every thread's stack to
+#: stderr (the node's log), so a shutdown that hangs until the launcher's SIGKILL says where;
+#: the timer stays armed up to the process's end, interpreter finalisation included
+STUCK_SHUTDOWN_S = 5.0
 
 
 def run_node(factory: Callable[[], "rclpy.node.Node"], args: list[str] | None = None, threads: int = 1) -> int:
@@ -26,8 +31,13 @@ def run_node(factory: Callable[[], "rclpy.node.Node"], args: list[str] | None = 
     # rclpy's handlers come after; they shut the context down and wake the executor, then
     # chain to ours, so no KeyboardInterrupt lands at a random point of the clean-up either.
     interrupted = threading.Event()
+
+    def on_signal(*_) -> None:
+        interrupted.set()
+        faulthandler.dump_traceback_later(STUCK_SHUTDOWN_S)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: interrupted.set())
+        signal.signal(sig, on_signal)
     rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
