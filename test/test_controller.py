@@ -1,10 +1,11 @@
-"""The controller's stale-answer safety (pure, no ROS): the commanded forward speed follows
-the age of the answer it acts on, on a fake clock (camera stamps and "now" in ns)."""
+"""The controller (pure, no ROS): its stale-answer safety (the commanded forward speed follows
+the age of the answer it acts on, on a fake clock: camera stamps and "now" in ns) and the
+guards on the goal's pull. The basic mapping is in test_flight.test_controller_mapping."""
 from __future__ import annotations
 
 import pytest
 
-from spinn_ros.core.controller import ControllerConfig, DroNetController, age_factor
+from spinn_ros.core.controller import ControllerConfig, DroNetController, age_factor, goal_yield
 
 CFG = ControllerConfig(max_forward_speed=2.0, speed_alpha=1.0, yaw_alpha=1.0, slow_age_s=0.2, max_age_s=0.6)
 MS = 1_000_000
@@ -85,3 +86,30 @@ def test_an_old_answer_while_turning_slows_by_the_turn_since_its_frame():
     ctl = turning.ctl
     ctl.hover()
     assert ctl.turned_since(0, 10**12) == 0.0, "a hover holds still"
+
+
+GOAL = ControllerConfig(max_forward_speed=1.0, speed_alpha=1.0, max_yaw_rate=1.0, yaw_alpha=1.0, goal_gain=1.0,
+                        goal_clearance_m=1.5)
+
+
+def test_the_goal_pulls_only_once_the_last_metres_flown_were_clear():
+    """After something close ahead (p >= 0.5) the goal may turn the drone only once it has flown
+    goal_clearance_m on (commanded speed x time between frames); turning in place counts nothing."""
+    ctl = DroNetController(GOAL)
+    for t in (0, 500, 1000):    # stopped in front of something, for a while: nothing flown
+        assert ctl.update(0.95, 0.0, t * MS, heading_error=0.5).reason == "stop"
+    # clear from 1.5 s on, flying at 1 m/s: 1.5 m later (3.5 s) the stop frames are forgotten
+    yaws = [ctl.update(0.0, 0.0, t * MS, heading_error=0.5).yaw_rate for t in (1500, 2000, 2500, 3000, 3500)]
+    assert yaws == pytest.approx([0.0, 0.0, 0.0, 0.0, 0.5])
+    assert ctl.update(0.2, 0.0, 4000 * MS, heading_error=0.5).yaw_rate == pytest.approx(0.3), "p = 0.2: some pull"
+    ctl = DroNetController(GOAL)
+    ctl.update(0.8, 0.0, 1, heading_error=0.5, provisional=True)
+    assert ctl.update(0.0, 0.0, 1, heading_error=0.5).yaw_rate == pytest.approx(0.5), \
+        "a refined answer replaces its frame's provisional p"
+
+
+def test_the_goal_yields_to_a_network_that_leans_the_other_way():
+    assert [goal_yield(s, 0.5) for s in (0.0, 0.05, 0.1, 0.6, -0.3)] == pytest.approx([1.0, 0.5, 0.0, 0.0, 1.0])
+    assert goal_yield(-0.05, -0.5) == pytest.approx(0.5), "mirrored: goal right, the network leans left"
+    yaw = [DroNetController(GOAL).update(0.0, s, 1, heading_error=0.5).yaw_rate for s in (0.05, 0.1, -0.2)]
+    assert yaw == pytest.approx([-0.05 + 0.25, -0.1, 0.2 + 0.5])

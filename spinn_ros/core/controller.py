@@ -13,7 +13,15 @@ DroNet only avoids: after turning away from an obstacle it flies on in the new h
 With ``goal_gain`` > 0 and a heading error toward a goal (from the drone's odometry), the
 yaw target also turns toward the goal, weighted by how clear the way ahead is: fully at
 p = 0, fading to nothing at p = 0.5, so near obstacles the network alone steers and the
-goal cannot pull the drone back into what it is avoiding. ``goal_cone`` bounds how far the
+goal cannot pull the drone back into what it is avoiding. Two more guards keep the pull from
+turning the drone's side into an obstacle it has just passed: the collision probability only
+covers +-10 deg ahead, and the network is least sure at that edge, where a pillar 25-35 deg
+off the nose at under a metre showed p = 0.00 while the goal turned the drone into it (two of
+eight full forest courses, 2026-12-01). So the pull fades with the highest p of the frames
+taken over the last ``goal_clearance_m`` flown (commanded speed x time), not the latest one:
+after stopping at a pillar and turning away, the drone flies that far before the goal may
+turn it back; and it yields to the network's steering when that leans the other way
+(:func:`goal_yield`). ``goal_cone`` bounds how far the
 drone may turn away from the goal: beyond it no yaw away from the goal is commanded, so
 it cannot wander off along an obstacle it cannot pass (at a blocking wall it stops there).
 ``search_yaw_rate``: stopped in front of something with no side preferred, the drone
@@ -57,6 +65,7 @@ class ControllerConfig:
     max_age_s: float = 0.6              # ... and one this old or older makes it hover
     turn_slow_rad: float = 0.05         # turned more than this since the answer's frame: slower ...
     turn_max_rad: float = 0.3           # ... down to a hover at this much turn
+    goal_clearance_m: float = 1.5       # the goal pulls by the highest p of the frames of the last this many metres
 
     def __post_init__(self):
         checks = {
@@ -73,6 +82,7 @@ class ControllerConfig:
             "max_age_s": self.max_age_s > self.slow_age_s,
             "turn_slow_rad": self.turn_slow_rad >= 0,
             "turn_max_rad": self.turn_max_rad > self.turn_slow_rad,
+            "goal_clearance_m": self.goal_clearance_m >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -95,6 +105,15 @@ def age_factor(age_s: float, config: ControllerConfig) -> float:
     return max(0.0, (config.max_age_s - age_s) / (config.max_age_s - config.slow_age_s))
 
 
+def goal_yield(steering: float, heading_error: float) -> float:
+    """Share of the goal's pull applied: all of it unless the network leans to the other side
+    than the goal (it sees the goal's side as less clear), none once it clearly leans
+    (``|steering| >= SEARCH_LEAN``), linear in between."""
+    if -steering * heading_error >= 0:          # steering > 0 means "turn right", heading_error > 0 "goal left"
+        return 1.0
+    return max(0.0, 1.0 - abs(steering) / SEARCH_LEAN)
+
+
 def turn_factor(turned_rad: float, config: ControllerConfig) -> float:
     """How much of the speed an answer may command after the drone turned this far since its frame."""
     turned = abs(turned_rad)
@@ -113,6 +132,9 @@ class DroNetController:
         self._search = 0.0                # while stopped: the way it turns to look for a way (+1 left, -1 right)
         self._before_last = (0.0, 0.0, False, 0.0)    # state before the last frame was applied
         self._yaw_log: collections.deque = collections.deque(maxlen=YAW_LOG)   # (command time ns, yaw rate)
+        self._flown_m = 0.0               # forward distance commanded so far (speed held until the next frame)
+        self._commanded_speed = 0.0       # the forward speed of the last command sent
+        self._recent_p: collections.deque = collections.deque()   # (flown m, stamp ns, p) of the last frames
 
     def update(self, collision_prob: float, steering: float, stamp_ns: int,
                heading_error: float | None = None, provisional: bool = False, age_s: float = 0.0) -> Command:
@@ -132,6 +154,8 @@ class DroNetController:
                 cmd = Command(0.0, 0.0, stamp_ns, "hover")
             elif factor < 1.0:
                 cmd = Command(cmd.forward_speed * factor, cmd.yaw_rate, stamp_ns, "track")
+        if cmd.reason != "stale":
+            self._commanded_speed = cmd.forward_speed
         return cmd
 
     def commanded(self, now_ns: int, yaw_rate: float) -> None:
@@ -164,6 +188,7 @@ class DroNetController:
         self._last_stamp_ns = stamp_ns
         p = min(max(collision_prob, 0.0), 1.0)
         s = min(max(steering, -1.0), 1.0)
+        p_recent = self._remember_p(stamp_ns, p)
         target_yaw = -s * c.max_yaw_rate            # steering > 0 means "turn right"
         stopping = p >= c.critical_collision or (provisional and self._stop_held)
         if not stopping:
@@ -180,8 +205,9 @@ class DroNetController:
         if heading_error is not None:
             e = math.remainder(heading_error, math.tau)   # > 0: the goal is to the left
             if c.goal_gain > 0:
-                clear = max(0.0, 1.0 - 2.0 * p)           # 1 at p = 0, 0 from p = 0.5 on
-                target_yaw = min(max(target_yaw + c.goal_gain * clear * e, -c.max_yaw_rate), c.max_yaw_rate)
+                clear = max(0.0, 1.0 - 2.0 * p_recent)    # 1 at p = 0, 0 from p = 0.5 on
+                pull = c.goal_gain * clear * goal_yield(s, e) * e
+                target_yaw = min(max(target_yaw + pull, -c.max_yaw_rate), c.max_yaw_rate)
             if abs(e) >= c.goal_cone and target_yaw * e < 0:
                 target_yaw = 0.0                          # would turn further away from the goal
         self._yaw = (1 - c.yaw_alpha) * self._yaw + c.yaw_alpha * target_yaw
@@ -193,9 +219,21 @@ class DroNetController:
         self._speed = (1 - c.speed_alpha) * self._speed + c.speed_alpha * (1 - p) * c.max_forward_speed
         return Command(self._speed, self._yaw, stamp_ns, "track")
 
+    def _remember_p(self, stamp_ns: int, p: float) -> float:
+        """Log this frame's p (replacing its provisional one) and return the highest p of the frames
+        taken over the last ``goal_clearance_m`` flown."""
+        if self._recent_p and self._recent_p[-1][1] == stamp_ns:
+            self._recent_p.pop()
+        elif self._recent_p:
+            self._flown_m += self._commanded_speed * (stamp_ns - self._recent_p[-1][1]) / 1e9
+        self._recent_p.append((self._flown_m, stamp_ns, p))
+        while self._flown_m - self._recent_p[0][0] > self.config.goal_clearance_m:
+            self._recent_p.popleft()
+        return max(q for _, _, q in self._recent_p)
+
     def hover(self) -> Command:
         """No fresh result: stop and forget the filter state."""
-        self._speed = self._yaw = 0.0
+        self._speed = self._yaw = self._commanded_speed = 0.0
         self._stop_held = False
         self._search = 0.0
         self._yaw_log.clear()         # hovering: no turn until the next command

@@ -110,6 +110,8 @@ PARAMS = [
           "slower, rad", in_range(0.0, 3.2)),
     Param("controller.turn_max_rad", 0.3, "turned this far since an answer's frame: hover, rad; must exceed "
           "controller.turn_slow_rad", in_range(0.0, 3.2, lo_open=True)),
+    Param("controller.goal_clearance_m", 1.5, "the goal pulls only as far as the frames of the last this many "
+          "metres flown all found the way clear, m", in_range(0.0, 100.0)),
     Param("goal.enabled", False, "steer toward goal.x, goal.y as well (needs odometry on 'odom')", read_only=True),
     Param("goal.x", 0.0, "goal x in the odometry frame, m", read_only=True),
     Param("goal.y", 0.0, "goal y in the odometry frame, m", read_only=True),
