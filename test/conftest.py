@@ -33,6 +33,26 @@ def certs(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def planner():
+    """The scheduler a monitor with default parameters runs: the shipped model's calibration and
+    profiles, the default SLA."""
+    from spinn_ros.core.calibration import load_calibration
+    from spinn_ros.core.checkpoint import calibration_path, default_checkpoint_path
+    from spinn_ros.core.model_ref import load_model
+    from spinn_ros.core.profiler import find_profile, load_profile
+    from spinn_ros.core.scheduler import PerformanceModel, Scheduler
+    from spinn_ros.core.sla import load_sla
+
+    if not default_checkpoint_path().exists():
+        pytest.fail("the shipped checkpoint is missing: the monitor plans for a trained, calibrated model")
+    _, model_id = load_model("default")
+    cal = load_calibration(calibration_path(default_checkpoint_path()), model_id)
+    device = load_profile(find_profile(model_id, "device"), model_id, "device")
+    cloud = load_profile(find_profile(model_id, "cloud"), model_id, "cloud")
+    return Scheduler(PerformanceModel(device, cloud, cal), load_sla())
+
+
 @pytest.fixture
 def ros():
     """A RosHarness on this run's domain; on teardown every node must have exited

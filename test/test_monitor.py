@@ -18,12 +18,8 @@ import yaml
 from sensor_msgs.msg import Image
 
 from spinn_ros import launch_spec
-from spinn_ros.core.calibration import load_calibration
-from spinn_ros.core.checkpoint import calibration_path, default_checkpoint_path
-from spinn_ros.core.model_ref import load_model
-from spinn_ros.core.profiler import find_profile, load_profile
-from spinn_ros.core.scheduler import Conditions, PerformanceModel, Scheduler
-from spinn_ros.core.sla import default_sla_path, load_sla
+from spinn_ros.core.scheduler import Conditions
+from spinn_ros.core.sla import default_sla_path
 from spinn_ros.linkemu import EmulatedLink, pid_prefix, require_root
 from spinn_ros.msg import InferenceResult, SplitPlan
 from spinn_ros.ros import qos
@@ -45,18 +41,6 @@ CAMERA = "/camera/image_raw"
 def settings(**kw) -> dict:
     return {"frame_rate_hz": FRAME_RATE, "deadline_ms": DEADLINE_MS, "encoding": "u8-lz4",
             "device_slowdown": SLOWDOWN, **kw}
-
-
-@pytest.fixture(scope="module")
-def planner():
-    """The scheduler the monitor will run, for predictions the test checks against."""
-    if not default_checkpoint_path().exists():
-        pytest.fail("the shipped checkpoint is missing: the monitor plans for a trained, calibrated model")
-    _, model_id = load_model("default")
-    cal = load_calibration(calibration_path(default_checkpoint_path()), model_id)
-    device = load_profile(find_profile(model_id, "device"), model_id, "device")
-    cloud = load_profile(find_profile(model_id, "cloud"), model_id, "cloud")
-    return Scheduler(PerformanceModel(device, cloud, cal), load_sla())
 
 
 @pytest.fixture

@@ -336,24 +336,13 @@ def test_provisional_accuracy_table_is_exact_and_read_back():
 GRID = [Conditions(bandwidth_mbps=bw, rtt_ms=rtt) for bw in (1, 2, 5, 10, 20, 50, 100) for rtt in (10, 50, 100)]
 
 
-def shipped_model() -> PerformanceModel:
-    from spinn_ros.core.calibration import load_calibration
-    from spinn_ros.core.checkpoint import calibration_path, default_checkpoint_path
-    from spinn_ros.core.model_ref import load_model
-    from spinn_ros.core.profiler import find_profile, load_profile
-
-    _, model_id = load_model("default")
-    profiles = [load_profile(find_profile(model_id, role), model_id, role) for role in ("device", "cloud")]
-    return PerformanceModel(*profiles, load_calibration(calibration_path(default_checkpoint_path()), model_id))
-
-
 @pytest.mark.parametrize("which", ["toy", "shipped"])
-def test_predicted_spinn_is_never_worse_than_the_best_baseline(which):
+def test_predicted_spinn_is_never_worse_than_the_best_baseline(which, request):
     """On the SLA's first objective (on-time accuracy, within its tolerance) at every bandwidth x RTT,
     and SPINN meets the SLA wherever a baseline does: its search contains every baseline's plans."""
     from spinn_ros.core.sla import load_sla
 
-    model = toy_model() if which == "toy" else shipped_model()
+    model = toy_model() if which == "toy" else request.getfixturevalue("planner").model
     sla_ = load_sla()
     first = sla_.objectives[0]
     assert first.name == "maximize_on_time_accuracy", "the default SLA ranks on-time accuracy first"

@@ -9,12 +9,11 @@ It lives beside its drone (same namespace, same side of the link) and:
 
 Every control period the estimates go through a change detector with hysteresis; only a
 lasting change (or the cloud appearing/vanishing) triggers a new decision, and only a
-decision that differs from the plan in force is published, with its reason logged.
+decision that differs from the plan in force is published, with its reason logged. Those
+rules are the pure core's (core/replan.py); this node adapts them to ROS and Zenoh.
 """
 from __future__ import annotations
 
-import math
-import threading
 import time
 
 from rclpy.node import Node
@@ -24,9 +23,9 @@ from spinn_ros.msg import InferenceResult, LinkState, SplitPlan
 from ..core.backend import BACKENDS
 from ..core.calibration import load_calibration
 from ..core.checkpoint import calibration_path, checkpoint_path
-from ..core.estimators import ChangeDetector, LinkEstimator
 from ..core.model_ref import is_random_ref, load_model
 from ..core.profiler import ENCODINGS, find_profile, load_profile
+from ..core.replan import Replanner
 from ..core.scheduler import STRATEGIES, Conditions, Decision, PerformanceModel, Scheduler
 from ..core.sla import load_sla
 from ..ros import diagnostics as diag
@@ -82,22 +81,14 @@ class MonitorNode(Node):
         p = declare(self, PARAMS)
         self.p = p
         self.scheduler, self.model_id = self._build_scheduler(p)
-        self.estimator = LinkEstimator()
-        self.detector = ChangeDetector()
-        self._lock = threading.Lock()
-        self._force = "start"
-        self._bandwidth_jumps = 0
-        self.plan_id = 0
-        self.plan: Decision | None = None
-        self.plan_changes = 0
+        self.replanner = Replanner(self.scheduler, p["min_samples"])
 
         self.plan_pub = self.create_publisher(SplitPlan, "spinn/plan", qos.LATCHED)
         self.link_pub = self.create_publisher(LinkState, "spinn/link", qos.LATCHED)
         self.diag_pub = self.create_publisher(diag.DiagnosticArray, "/diagnostics", qos.RESULTS)
-        self.create_subscription(InferenceResult, "spinn/result", self._on_result, qos.RESULTS)
+        self.create_subscription(InferenceResult, "spinn/result", self.replanner.on_result, qos.RESULTS)
         self.link = self._open_link(p)
         self._probing: dict[str, float] = {}      # probe kind -> when it may be sent again
-        self._offload_samples_seen = 0
         self.create_timer(p["period_s"], self._control)
         self.create_timer(p["link_state_period_s"], self._publish_link_state)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
@@ -138,40 +129,18 @@ class MonitorNode(Node):
             settings = settings_from_params(p, monitor_name(self.get_namespace()), self.get_logger().warn)
         except ValueError as exc:
             raise ParameterError(f"zenoh parameters: {exc}") from exc
-        return MonitorLink(settings, self._on_load, self._on_clouds)
+        return MonitorLink(settings, self._on_load, self.replanner.on_clouds)
 
     # -- measurements (ROS and Zenoh threads) -------------------------------------------------
-    def _on_result(self, r: InferenceResult) -> None:
-        with self._lock:
-            self.estimator.on_result(r)
-
     def _on_load(self, cloud: str, load: dict) -> None:
-        with self._lock:
-            self.estimator.on_cloud_load(load)
-
-    def _on_clouds(self, alive: set[str]) -> None:
-        with self._lock:
-            was = self.estimator.cloud_alive
-            self.estimator.cloud_alive = bool(alive)
-            if was != bool(alive):
-                self._force = "cloud " + ("appeared" if alive else "vanished")
-                if alive:
-                    self.estimator.reset_link()
+        self.replanner.on_cloud_load(load)
 
     def _bulk_probe(self) -> None:
-        """A bandwidth probe, unless offloads measured the link since the last one; sized to at most
-        probe.max_share of the estimated bandwidth (a 32 kB probe every 0.5 s holds a 5 Mbit/s link
-        for 52 ms: the drone's own offloads would queue behind it)."""
-        with self._lock:
-            fed, mbps = self.estimator.offload_samples, self.estimator.bandwidth.value
-        if fed > self._offload_samples_seen:
-            self._offload_samples_seen = fed
-            return
-        nbytes = self.p["probe.bandwidth_bytes"]
-        if math.isfinite(mbps) and mbps > 0:
-            cap = self.p["probe.max_share"] * mbps * 1e6 / 8 * self.p["probe.bandwidth_period_s"]
-            nbytes = int(max(self.estimator.min_probe_bytes, min(nbytes, cap)))
-        self._probe("bw", nbytes)
+        """A bandwidth probe, sized by the replanner (none when offloads measured the link since the last one)."""
+        nbytes = self.replanner.bulk_probe_bytes(self.p["probe.bandwidth_bytes"], self.p["probe.max_share"],
+                                                 self.p["probe.bandwidth_period_s"])
+        if nbytes is not None:
+            self._probe("bw", nbytes)
 
     def _probe(self, kind: str, nbytes: int) -> None:
         clouds = sorted(self.link.clouds.alive)
@@ -183,8 +152,7 @@ class MonitorNode(Node):
 
         def done(seconds: float | None) -> None:
             self._probing.pop(kind, None)
-            with self._lock:
-                self.estimator.on_probe(None if seconds is None else seconds * 1e3, nbytes)
+            self.replanner.on_probe(None if seconds is None else seconds * 1e3, nbytes)
 
         try:
             self.link.probe(clouds[0], nbytes, 16, timeout, done)
@@ -193,73 +161,43 @@ class MonitorNode(Node):
             self.get_logger().warn(f"probe failed: {exc}", throttle_duration_sec=5.0)
 
     # -- planning -----------------------------------------------------------------------------
-    def _conditions(self) -> Conditions:
-        return self.estimator.conditions(frame_rate_hz=self.p["frame_rate_hz"], deadline_ms=self.p["deadline_ms"],
-                                         encoding=self.p["encoding"], device_slowdown=self.p["device_slowdown"],
-                                         max_in_flight=self.p["max_in_flight"])
+    def _settings(self) -> dict:
+        """The drone's settings the plan is made for (``LinkEstimator.conditions``)."""
+        return {"frame_rate_hz": self.p["frame_rate_hz"], "deadline_ms": self.p["deadline_ms"],
+                "encoding": self.p["encoding"], "device_slowdown": self.p["device_slowdown"],
+                "max_in_flight": self.p["max_in_flight"]}
 
     def _control(self) -> None:
-        with self._lock:
-            values = self.estimator.change_values()
-            samples = self.estimator.link_state_fields()["samples"]
-            why = self._force or self._bandwidth_step(values)
-            self._force = None
-            if samples >= self.p["min_samples"]:
-                changed = self.detector.update(time.monotonic(), values)
-                if changed and not why:
-                    why = "changed: " + ", ".join(changed)
-                elif why:
-                    self.detector.rebase(values)
-            if not why:
-                return
-            conditions = self._conditions()
-        decision = self.scheduler.decide(conditions)
-        if self.plan is not None and _same_plan(self.plan, decision):
-            return
-        self._publish_plan(decision, why, conditions)
-
-    def _bandwidth_step(self, values: dict) -> str | None:
-        """The bandwidth estimator restarted from its last few samples (all several-fold off
-        the estimate): a step already debounced by those samples, so re-plan now, if it moves
-        the plan's transfer time past the change detector's fast tier (its floor keeps a
-        noisy fast link, where transfers take a fraction of a millisecond, from re-planning)."""
-        jumps = self.estimator.bandwidth.jumps
-        stepped, self._bandwidth_jumps = jumps > self._bandwidth_jumps, jumps
-        trigger = self.detector.triggers["transfer_ms"]
-        ref = self.detector.reference.get("transfer_ms", float("nan"))
-        if not stepped or not trigger.deviation(values["transfer_ms"], ref) > (trigger.fast_rel or trigger.rel):
-            return None
-        return f"bandwidth stepped to {self.estimator.bandwidth.value:.1f} Mbit/s"
+        new_plan = self.replanner.step(time.monotonic(), **self._settings())
+        if new_plan is not None:
+            self._publish_plan(*new_plan)
 
     def _publish_plan(self, d: Decision, why: str, c: Conditions) -> None:
-        self.plan_id += 1
-        self.plan_changes += self.plan is not None
-        self.plan = d
-        msg = SplitPlan(plan_id=self.plan_id, model_id=self.model_id, **d.plan_fields())
+        """``d``: the plan the replanner just put in force."""
+        plan_id = self.replanner.plan_id
+        msg = SplitPlan(plan_id=plan_id, model_id=self.model_id, **d.plan_fields())
         msg.reason = f"{why}; {d.reason}"
         msg.header.stamp = self.get_clock().now().to_msg()
         self.plan_pub.publish(msg)
         self.get_logger().info(
-            f"plan {self.plan_id}: split {msg.split_point}, threshold {msg.exit_threshold:.3f}, {msg.mode}, offload "
+            f"plan {plan_id}: split {msg.split_point}, threshold {msg.exit_threshold:.3f}, {msg.mode}, offload "
             f"{msg.offload}, predicted p{self.scheduler.sla.percentile:g} {msg.predicted_latency_ms:.1f} ms, "
             f"accuracy {msg.predicted_accuracy:.3f} (link {c.bandwidth_mbps:.1f} Mbit/s, rtt {c.rtt_ms:.1f} ms, "
             f"loss {c.loss_rate:.2f}, cloud {'up' if c.cloud_alive else 'down'}) -- {msg.reason}")
 
     def _publish_link_state(self) -> None:
-        with self._lock:
-            fields = self.estimator.link_state_fields()
-        msg = LinkState(**fields)
+        msg = LinkState(**self.replanner.link_state_fields())
         msg.header.stamp = self.get_clock().now().to_msg()
         self.link_pub.publish(msg)
 
     def _publish_diagnostics(self) -> None:
-        with self._lock:
-            values = dict(self.estimator.link_state_fields())
-        values.update({"plan_id": self.plan_id, "plan_changes": self.plan_changes,
-                       "split_point": self.plan.split if self.plan else -1,
-                       "exit_threshold": self.plan.threshold if self.plan else 0.0,
-                       "feasible": self.plan.feasible if self.plan else False})
-        level = diag.OK if self.plan is None or self.plan.feasible else diag.WARN
+        values = self.replanner.link_state_fields()
+        plan = self.replanner.plan
+        values.update({"plan_id": self.replanner.plan_id, "plan_changes": self.replanner.plan_changes,
+                       "split_point": plan.split if plan else -1,
+                       "exit_threshold": plan.threshold if plan else 0.0,
+                       "feasible": plan.feasible if plan else False})
+        level = diag.OK if plan is None or plan.feasible else diag.WARN
         text = "plan meets the SLA" if level == diag.OK else "no plan meets the SLA: safest plan in force"
         self.diag_pub.publish(diag.make_array(self.get_clock().now().to_msg(),
                                               f"{self.get_fully_qualified_name()}: planner", self.model_id, level,
@@ -267,12 +205,6 @@ class MonitorNode(Node):
 
     def close(self) -> None:
         self.link.close()
-
-
-
-
-def _same_plan(a: Decision, b: Decision) -> bool:
-    return a.plan == b.plan
 
 
 def main(args=None) -> int:

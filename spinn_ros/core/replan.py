@@ -1,0 +1,127 @@
+"""When the monitor re-plans, and which plan is in force: the rules behind ``spinn/plan``.
+
+:class:`Replanner` holds the link estimates and the change detector (core/estimators.py)
+and the plan in force. Each control period ``step(now_s, **settings)`` re-plans for a
+forced reason (the first plan, the cloud appearing or vanishing), a bandwidth step the
+estimator already debounced, or a lasting change the detector reports; and it hands back
+the new decision only when it differs from the plan in force. The caller passes the time
+(tests use a fake clock); measurements arrive on ROS and Zenoh threads, so every input is
+taken under one lock. The monitor node only adapts it to ROS and Zenoh.
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+from .estimators import ChangeDetector, LinkEstimator
+from .scheduler import Conditions, Decision, Scheduler
+
+
+class Replanner:
+    """``step(now_s, **settings)`` -> (decision, why, conditions) to publish, or None: keep the plan."""
+
+    def __init__(self, scheduler: Scheduler, min_samples: int = 3):
+        self.scheduler = scheduler
+        self.min_samples = min_samples            # link samples before the first link-based decision
+        self.estimator = LinkEstimator()
+        self.detector = ChangeDetector()
+        self._lock = threading.Lock()
+        self._force: str | None = "start"         # re-plan at the next step, whatever the estimates say
+        self._bandwidth_jumps = 0
+        self._offload_samples_seen = 0
+        self.plan_id = 0
+        self.plan: Decision | None = None
+        self.plan_changes = 0
+
+    # -- measurements (any thread) ------------------------------------------------------------
+    def on_result(self, r) -> None:
+        """A ``spinn_ros/InferenceResult`` (or anything with its fields)."""
+        with self._lock:
+            self.estimator.on_result(r)
+
+    def on_cloud_load(self, load: dict) -> None:
+        with self._lock:
+            self.estimator.on_cloud_load(load)
+
+    def on_probe(self, rtt_ms: float | None, nbytes: int) -> None:
+        with self._lock:
+            self.estimator.on_probe(rtt_ms, nbytes)
+
+    def on_clouds(self, alive: set[str]) -> None:
+        """The clouds alive now: one appearing or the last vanishing re-plans at the next step; one
+        appearing also restarts the link estimate (what the link did before the outage says nothing now)."""
+        with self._lock:
+            was = self.estimator.cloud_alive
+            self.estimator.cloud_alive = bool(alive)
+            if was != bool(alive):
+                self._force = "cloud " + ("appeared" if alive else "vanished")
+                if alive:
+                    self.estimator.reset_link()
+
+    def bulk_probe_bytes(self, nbytes: int, max_share: float, period_s: float) -> int | None:
+        """The size of the next bandwidth probe (None: offloads measured the link since the last one),
+        at most ``max_share`` of the estimated bandwidth over ``period_s`` (a 32 kB probe every 0.5 s
+        holds a 5 Mbit/s link for 52 ms: the drone's own offloads would queue behind it)."""
+        with self._lock:
+            fed, mbps = self.estimator.offload_samples, self.estimator.bandwidth.value
+            if fed > self._offload_samples_seen:
+                self._offload_samples_seen = fed
+                return None
+        if math.isfinite(mbps) and mbps > 0:
+            cap = max_share * mbps * 1e6 / 8 * period_s
+            nbytes = int(max(self.estimator.min_probe_bytes, min(nbytes, cap)))
+        return nbytes
+
+    def link_state_fields(self) -> dict:
+        """``LinkEstimator.link_state_fields()``, taken under the lock."""
+        with self._lock:
+            return self.estimator.link_state_fields()
+
+    # -- planning (the control timer) ----------------------------------------------------------
+    def step(self, now_s: float, **settings) -> tuple[Decision, str, Conditions] | None:
+        """One control period at ``now_s`` (seconds, monotonic); ``settings``: the drone's frame_rate_hz,
+        deadline_ms, encoding, ... (``LinkEstimator.conditions``). A new plan is in force when it returns one."""
+        with self._lock:
+            why = self._why(now_s)
+            if not why:
+                return None
+            conditions = self.estimator.conditions(**settings)
+        decision = self.scheduler.decide(conditions)     # outside the lock: measurements go on arriving
+        if self.plan is not None and _same_plan(self.plan, decision):
+            return None
+        self.plan_id += 1
+        self.plan_changes += self.plan is not None
+        self.plan = decision
+        return decision, why, conditions
+
+    def _why(self, now_s: float) -> str | None:
+        """The reason to re-plan now, if any. Once there are enough samples the detector sees every
+        period (its dwell clocks run), and a re-plan for another reason makes the estimates its reference."""
+        values = self.estimator.change_values()
+        samples = self.estimator.link_state_fields()["samples"]
+        why = self._force or self._bandwidth_step(values)
+        self._force = None
+        if samples >= self.min_samples:
+            changed = self.detector.update(now_s, values)
+            if changed and not why:
+                why = "changed: " + ", ".join(changed)
+            elif why:
+                self.detector.rebase(values)
+        return why
+
+    def _bandwidth_step(self, values: dict) -> str | None:
+        """The bandwidth estimator restarted from its last few samples (all several-fold off
+        the estimate): a step already debounced by those samples, so re-plan now, if it moves
+        the plan's transfer time past the change detector's fast tier (its floor keeps a
+        noisy fast link, where transfers take a fraction of a millisecond, from re-planning)."""
+        jumps = self.estimator.bandwidth.jumps
+        stepped, self._bandwidth_jumps = jumps > self._bandwidth_jumps, jumps
+        trigger = self.detector.triggers["transfer_ms"]
+        ref = self.detector.reference.get("transfer_ms", float("nan"))
+        if not stepped or not trigger.deviation(values["transfer_ms"], ref) > (trigger.fast_rel or trigger.rel):
+            return None
+        return f"bandwidth stepped to {self.estimator.bandwidth.value:.1f} Mbit/s"
+
+
+def _same_plan(a: Decision, b: Decision) -> bool:
+    return a.plan == b.plan
