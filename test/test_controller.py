@@ -1,11 +1,11 @@
 """The controller (pure, no ROS): its stale-answer safety (the commanded forward speed follows
 the age of the answer it acts on, on a fake clock: camera stamps and "now" in ns) and the
-guards on the goal's pull. The basic mapping is in test_flight.test_controller_mapping."""
+guard on the goal's pull. The basic mapping is in test_flight.test_controller_mapping."""
 from __future__ import annotations
 
 import pytest
 
-from spinn_ros.core.controller import ControllerConfig, DroNetController, age_factor, goal_yield
+from spinn_ros.core.controller import ControllerConfig, DroNetController, age_factor
 
 CFG = ControllerConfig(max_forward_speed=2.0, speed_alpha=1.0, yaw_alpha=1.0, slow_age_s=0.2, max_age_s=0.6)
 MS = 1_000_000
@@ -106,10 +106,3 @@ def test_the_goal_pulls_only_once_the_last_metres_flown_were_clear():
     ctl.update(0.8, 0.0, 1, heading_error=0.5, provisional=True)
     assert ctl.update(0.0, 0.0, 1, heading_error=0.5).yaw_rate == pytest.approx(0.5), \
         "a refined answer replaces its frame's provisional p"
-
-
-def test_the_goal_yields_to_a_network_that_leans_the_other_way():
-    assert [goal_yield(s, 0.5) for s in (0.0, 0.05, 0.1, 0.6, -0.3)] == pytest.approx([1.0, 0.5, 0.0, 0.0, 1.0])
-    assert goal_yield(-0.05, -0.5) == pytest.approx(0.5), "mirrored: goal right, the network leans left"
-    yaw = [DroNetController(GOAL).update(0.0, s, 1, heading_error=0.5).yaw_rate for s in (0.05, 0.1, -0.2)]
-    assert yaw == pytest.approx([-0.05 + 0.25, -0.1, 0.2 + 0.5])

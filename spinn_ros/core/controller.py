@@ -13,17 +13,16 @@ DroNet only avoids: after turning away from an obstacle it flies on in the new h
 With ``goal_gain`` > 0 and a heading error toward a goal (from the drone's odometry), the
 yaw target also turns toward the goal, weighted by how clear the way ahead is: fully at
 p = 0, fading to nothing at p = 0.5, so near obstacles the network alone steers and the
-goal cannot pull the drone back into what it is avoiding. Two more guards keep the pull from
-turning the drone's side into an obstacle it has just passed: the collision probability only
-covers +-10 deg ahead, and the network is least sure at that edge, where a pillar 25-35 deg
-off the nose at under a metre showed p = 0.00 while the goal turned the drone into it (two of
-eight full forest courses, 2026-12-01). So the pull fades with the highest p of the frames
-taken over the last ``goal_clearance_m`` flown (commanded speed x time), not the latest one:
-after stopping at a pillar and turning away, the drone flies that far before the goal may
-turn it back; and it yields to the network's steering when that leans the other way
-(:func:`goal_yield`). ``goal_cone`` bounds how far the
-drone may turn away from the goal: beyond it no yaw away from the goal is commanded, so
-it cannot wander off along an obstacle it cannot pass (at a blocking wall it stops there).
+goal cannot pull the drone back into what it is avoiding. Nor may it turn the drone's side
+into an obstacle it has just passed: the collision probability covers only +-10 deg ahead,
+and the network is least sure at that edge; a pillar 25-35 deg off the nose at under a
+metre showed p = 0.00 while the goal turned the drone into it (two of eight full forest
+courses, 2026-12-01). So the pull fades with the highest p of the frames taken over the
+last ``goal_clearance_m`` flown (commanded speed x time), not with the latest one: after
+stopping at a pillar and turning away, the drone flies that far before the goal may turn
+it back. ``goal_cone`` bounds how far the drone may turn away from the goal: beyond it no
+yaw away from the goal is commanded, so it cannot wander off along an obstacle it cannot
+pass (at a blocking wall it stops there).
 ``search_yaw_rate``: stopped in front of something with no side preferred, the drone
 turns at least this fast (within the cone) to look for a way around it.
 
@@ -103,15 +102,6 @@ def age_factor(age_s: float, config: ControllerConfig) -> float:
     if age_s <= config.slow_age_s:
         return 1.0
     return max(0.0, (config.max_age_s - age_s) / (config.max_age_s - config.slow_age_s))
-
-
-def goal_yield(steering: float, heading_error: float) -> float:
-    """Share of the goal's pull applied: all of it unless the network leans to the other side
-    than the goal (it sees the goal's side as less clear), none once it clearly leans
-    (``|steering| >= SEARCH_LEAN``), linear in between."""
-    if -steering * heading_error >= 0:          # steering > 0 means "turn right", heading_error > 0 "goal left"
-        return 1.0
-    return max(0.0, 1.0 - abs(steering) / SEARCH_LEAN)
 
 
 def turn_factor(turned_rad: float, config: ControllerConfig) -> float:
@@ -206,8 +196,7 @@ class DroNetController:
             e = math.remainder(heading_error, math.tau)   # > 0: the goal is to the left
             if c.goal_gain > 0:
                 clear = max(0.0, 1.0 - 2.0 * p_recent)    # 1 at p = 0, 0 from p = 0.5 on
-                pull = c.goal_gain * clear * goal_yield(s, e) * e
-                target_yaw = min(max(target_yaw + pull, -c.max_yaw_rate), c.max_yaw_rate)
+                target_yaw = min(max(target_yaw + c.goal_gain * clear * e, -c.max_yaw_rate), c.max_yaw_rate)
             if abs(e) >= c.goal_cone and target_yaw * e < 0:
                 target_yaw = 0.0                          # would turn further away from the goal
         self._yaw = (1 - c.yaw_alpha) * self._yaw + c.yaw_alpha * target_yaw
