@@ -230,6 +230,7 @@ def test_predictions_match_measurements_on_the_emulated_link(drone_side, planner
     results = Collector(ros.node, InferenceResult, "/spinn/result", qos.RESULTS)
     camera = Camera(ros).start()
     rows = []
+    t_start = time.monotonic()
     try:
         wait_until(lambda: stable_plan(plans, 2.0), 40, "an offloading plan in force for 2 s")
         for rate in (100.0, 10.0, 3.0):
@@ -247,7 +248,9 @@ def test_predictions_match_measurements_on_the_emulated_link(drone_side, planner
                       f"latency {ms:.1f} vs {p.predicted_mean_latency_ms:.1f} ms, "
                       f"{fps:.1f} vs {min(p.predicted_throughput_fps, FRAME_RATE):.1f} fps"
                       for rate, p, ms, fps in rows)
-    assert len(rows) == 3, f"plans kept changing:\n{table}"
+    history = "\n".join(f"  t={plans.arrived[id(p)] - t_start:5.1f} s plan {p.plan_id}: split {p.split_point} "
+                        f"thr {p.exit_threshold:.2f} {p.mode} -- {p.reason[:160]}" for p in plans.msgs)
+    assert len(rows) == 3, f"plans kept changing:\n{table}\nall plans:\n{history}"
     lat_err = [abs(ms - p.predicted_mean_latency_ms) / p.predicted_mean_latency_ms for _, p, ms, _ in rows]
     fps_err = [abs(fps - min(p.predicted_throughput_fps, FRAME_RATE)) / min(p.predicted_throughput_fps, FRAME_RATE)
                for _, p, _, fps in rows]
