@@ -7,7 +7,7 @@ import sys
 import textwrap
 import time
 
-from spinn_ros.ros.node_main import STUCK_SHUTDOWN_S
+from spinn_ros.ros.node_main import SPIN_WAKE_S, STUCK_SHUTDOWN_S
 
 # a node whose clean-up takes longer than STUCK_SHUTDOWN_S, as a hung Zenoh or DDS teardown would
 SLOW_CLOSE_NODE = textwrap.dedent(f"""
@@ -43,3 +43,40 @@ def test_a_shutdown_stuck_in_clean_up_prints_where():
     assert time.monotonic() - sent >= STUCK_SHUTDOWN_S
     assert "most recent call first" in err, err
     assert "in close" in err and "in run_node" in err, err
+
+
+# a node with nothing left to wake its executor (no timer, no subscription), and rclpy's signal
+# handling out of the way, as when rclpy's signal thread wakes the executor before it shuts the
+# context down (a race: trigger, then shutdown): only the node's own stop flag can end the spin
+IDLE_NODE = textwrap.dedent("""
+    import sys
+    from rclpy.node import Node
+    from rclpy.signals import uninstall_signal_handlers
+    from spinn_ros.ros.node_main import run_node
+
+    class Idle(Node):
+        def __init__(self):
+            super().__init__("idle")
+            self.timer = self.create_timer(0.05, self.once)
+
+        def once(self):
+            self.destroy_timer(self.timer)
+            uninstall_signal_handlers()      # SIGINT now reaches only the node's own handler
+            print("idle", flush=True)
+
+    sys.exit(run_node(Idle))
+""")
+
+
+def test_a_stop_signal_ends_the_spin_even_if_rclpy_never_shuts_the_context_down():
+    proc = subprocess.Popen([sys.executable, "-c", IDLE_NODE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "idle"
+        time.sleep(4 * SPIN_WAKE_S)          # well into an idle wait
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=STUCK_SHUTDOWN_S + 10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "most recent call first" not in err, f"the node hung after SIGINT:\n{err}"

@@ -23,6 +23,8 @@ EXIT_BAD_PARAMETERS = 2
 #: stderr (the node's log), so a shutdown that hangs until the launcher's SIGKILL says where;
 #: the timer stays armed up to the process's end, interpreter finalisation included
 STUCK_SHUTDOWN_S = 5.0
+#: the executor's longest wait: how late a stop signal may be noticed at worst
+SPIN_WAKE_S = 0.25
 
 
 def run_node(factory: Callable[[], "rclpy.node.Node"], args: list[str] | None = None, threads: int = 1) -> int:
@@ -54,7 +56,12 @@ def run_node(factory: Callable[[], "rclpy.node.Node"], args: list[str] | None = 
         executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
         try:
-            executor.spin()
+            # not executor.spin(): rclpy's signal thread wakes the executor *before* it shuts the
+            # context down, so an executor that re-checks the context too early waits again, for
+            # ever if no timer or message wakes it (a CI drone node hung so, gdb: rcl_wait with no
+            # timeout). Our own flag, set by the signal, ends the loop at the next wake-up instead.
+            while not interrupted.is_set() and node.context.ok():
+                executor.spin_once(timeout_sec=SPIN_WAKE_S)
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
         except RuntimeError:
