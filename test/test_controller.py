@@ -106,3 +106,15 @@ def test_the_goal_pulls_only_once_the_last_metres_flown_were_clear():
     ctl.update(0.8, 0.0, 1, heading_error=0.5, provisional=True)
     assert ctl.update(0.0, 0.0, 1, heading_error=0.5).yaw_rate == pytest.approx(0.5), \
         "a refined answer replaces its frame's provisional p"
+
+
+def test_a_hovering_drone_remembers_what_it_stopped_for_without_its_log_growing():
+    ctl = DroNetController(GOAL)
+    assert ctl.update(0.95, 0.0, 0, heading_error=0.5).reason == "stop"
+    for i in range(1, 10_000):              # ~11 min of frames at 15 Hz, stopped: nothing flown
+        assert ctl.update(0.95 if i % 2 else 0.92, 0.0, i * 67 * MS, heading_error=0.5).reason == "stop"
+    last = 10_000 * 67 * MS
+    ctl.update(0.8, 0.0, last, heading_error=0.5, provisional=True)
+    assert ctl.update(0.0, 0.0, last, heading_error=0.5).yaw_rate == 0.0, \
+        "the refinement replaces its own frame's p, not the stop frames before it"
+    assert len(ctl._recent_p) == 1, "frames taken without moving share one entry"

@@ -124,7 +124,9 @@ class DroNetController:
         self._yaw_log: collections.deque = collections.deque(maxlen=YAW_LOG)   # (command time ns, yaw rate)
         self._flown_m = 0.0               # forward distance commanded so far (speed held until the next frame)
         self._commanded_speed = 0.0       # the forward speed of the last command sent
-        self._recent_p: collections.deque = collections.deque()   # (flown m, stamp ns, p) of the last frames
+        # the frames of the last goal_clearance_m flown, one entry per spot flown from:
+        # [flown m, stamp ns of its latest frame, that frame's p, highest p of its earlier frames]
+        self._recent_p: collections.deque = collections.deque()
 
     def update(self, collision_prob: float, steering: float, stamp_ns: int,
                heading_error: float | None = None, provisional: bool = False, age_s: float = 0.0) -> Command:
@@ -210,15 +212,22 @@ class DroNetController:
 
     def _remember_p(self, stamp_ns: int, p: float) -> float:
         """Log this frame's p (replacing its provisional one) and return the highest p of the frames
-        taken over the last ``goal_clearance_m`` flown."""
-        if self._recent_p and self._recent_p[-1][1] == stamp_ns:
-            self._recent_p.pop()
-        elif self._recent_p:
-            self._flown_m += self._commanded_speed * (stamp_ns - self._recent_p[-1][1]) / 1e9
-        self._recent_p.append((self._flown_m, stamp_ns, p))
-        while self._flown_m - self._recent_p[0][0] > self.config.goal_clearance_m:
-            self._recent_p.popleft()
-        return max(q for _, _, q in self._recent_p)
+        taken over the last ``goal_clearance_m`` flown. Frames taken without moving share one entry
+        (the log is trimmed by distance only), so a hovering drone's log does not grow."""
+        log = self._recent_p
+        if log and log[-1][1] == stamp_ns:
+            log[-1][2] = p                                  # the refinement replaces the provisional p
+        else:
+            if log:
+                self._flown_m += self._commanded_speed * (stamp_ns - log[-1][1]) / 1e9
+            if log and log[-1][0] == self._flown_m:         # not moved since the last frame
+                last = log[-1]
+                last[1], last[2], last[3] = stamp_ns, p, max(last[2], last[3])
+            else:
+                log.append([self._flown_m, stamp_ns, p, 0.0])
+        while self._flown_m - log[0][0] > self.config.goal_clearance_m:
+            log.popleft()
+        return max(max(latest, earlier) for _, _, latest, earlier in log)
 
     def hover(self) -> Command:
         """No fresh result: stop and forget the filter state."""
