@@ -15,6 +15,8 @@ import time
 import numpy as np
 import pytest
 import yaml
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import Image
 
 from spinn_ros import launch_spec
@@ -256,3 +258,30 @@ def test_predictions_match_measurements_on_the_emulated_link(drone_side, planner
                for _, p, _, fps in rows]
     assert statistics.median(lat_err) <= 0.2, f"latency predictions off:\n{table}"
     assert statistics.median(fps_err) <= 0.2, f"throughput predictions off:\n{table}"
+
+
+def test_drone_settings_set_at_run_time_replan_and_bad_values_are_refused(drone_side):
+    """No cloud: the drone alone at 30 Hz. A drone as fast as its profile runs the plain network;
+    set 25x slower at run time, the monitor re-plans to early exits (threshold 0.85, as the planner
+    says offline). An out-of-range value and a read-only parameter are refused, naming them."""
+    link, ros = drone_side
+    _, monitor = launch_spec.drone(camera_topic=CAMERA, overrides={"zenoh.connect": f"tls/{link.cloud_ip}:{PORT}"})
+    ros.start(launch_spec.NodeSpec(**{**monitor.__dict__, "params": {
+        **monitor.params, "zenoh.connect": f"tls/{link.cloud_ip}:{PORT}", **settings(device_slowdown=1.0)}}))
+    plans = Collector(ros.node, SplitPlan, "/spinn/plan", qos.LATCHED)
+    wait_until(lambda: plans.msgs, 30, "the first plan")
+    assert (plans.msgs[-1].split_point, plans.msgs[-1].offload, plans.msgs[-1].exit_threshold) == (7, False, float("inf"))
+    client = AsyncParameterClient(ros.node, "spinn_monitor")
+    assert client.wait_for_services(timeout_sec=20)
+
+    def set_params(**kv):
+        fut = client.set_parameters([Parameter(k, value=v) for k, v in kv.items()])
+        wait_until(fut.done, 10, "set_parameters reply")
+        return fut.result().results[0]
+
+    bad = set_params(device_slowdown=0.0)
+    assert not bad.successful and "device_slowdown" in bad.reason and "0.01" in bad.reason, bad.reason
+    assert not set_params(period_s=1.0).successful          # read-only
+    assert set_params(device_slowdown=SLOWDOWN).successful
+    wait_until(lambda: plans.msgs[-1].exit_threshold == pytest.approx(0.85), 10, "a plan for the slower drone")
+    assert plans.msgs[-1].reason.startswith("parameters changed: device_slowdown"), plans.msgs[-1].reason

@@ -25,6 +25,7 @@ class Loop:
 
     def __init__(self, planner, min_samples: int = 3):
         self.replanner = Replanner(planner, min_samples)
+        self.settings = dict(SETTINGS)                          # the drone's, as the monitor's parameters say
         self.ticks = 0
         self.plans: list[tuple[float, str, object]] = []      # (time, why, decision) of each plan put in force
 
@@ -41,7 +42,7 @@ class Loop:
                 self.replanner.on_probe(rtt_ms, SMALL)
             for _ in range(PROBES if mbps is not None else 0):
                 self.replanner.on_probe(rtt_ms + BULK * 8 / (mbps * 1e3), BULK)
-            new = self.replanner.step(self.now, **SETTINGS)
+            new = self.replanner.step(self.now, **self.settings)
             if new is not None:
                 decision, why, _ = new
                 self.plans.append((round(self.now, 6), why, decision))
@@ -135,3 +136,16 @@ def test_a_bandwidth_step_replans_at_once_only_past_the_fast_tier(planner, to_mb
     # a re-plan makes the estimates the detector's reference at once: no second re-plan for the same step
     assert loop.replanner.detector.reference["transfer_ms"] == pytest.approx(transfer_ms(reference_mbps))
     assert loop.run(3.0, 10.0, to_mbps) == []
+
+
+def test_new_drone_settings_replan_at_the_next_step(planner):
+    """The monitor's parameters changed at run time (a faster drone): the next step re-plans for them,
+    with the reason; the same settings again publish nothing."""
+    loop = flying(planner)
+    loop.settings["device_slowdown"] = 1.0
+    assert loop.run(1.0, 10.0, 100.0) == []             # nobody said the settings changed
+    loop.replanner.force("parameters changed: device_slowdown")
+    [(_, why, decision)] = loop.run(PERIOD_S, 10.0, 100.0)
+    assert why == "parameters changed: device_slowdown" and where(decision) != (3, True)
+    loop.replanner.force("parameters changed: device_slowdown")
+    assert loop.run(PERIOD_S, 10.0, 100.0) == []

@@ -23,7 +23,8 @@ import pytest
 from spinn_ros.core.calibration import Calibration
 from spinn_ros.core.profiler import ProfileError, synthetic_profile
 from spinn_ros.core.progressive import PLAIN_NETWORK
-from spinn_ros.core.scheduler import STRATEGIES, Conditions, PerformanceModel, Scheduler
+from spinn_ros.core.plan import Plan
+from spinn_ros.core.scheduler import INCUMBENT_MARGIN, STRATEGIES, Conditions, PerformanceModel, Scheduler
 from spinn_ros.core.sla import parse_sla
 
 MODEL_ID = "toy"
@@ -396,3 +397,39 @@ def test_offload_first_and_race_predictions_by_hand():
     slow = Conditions(bandwidth_mbps=0.5, rtt_ms=100.0, max_in_flight=64)
     assert m.predict(1, 1.0, slow, mode="race").accuracy == pytest.approx(STANDALONE[0])
     assert m.predict(1, 1.0, slow, mode="offload-first").accuracy == pytest.approx(0.94)
+
+
+def test_the_plan_in_force_stays_while_the_sla_calls_it_equal():
+    """Accuracy within 0.01 ties 0.9 (0.934) and 1.0 (0.94): the tie-break picks 0.9, but 1.0 in force
+    stays (no flip on noise); 0.5 (0.8165) in force is replaced; 1.0 in force breaking a new 60 ms bound
+    (66 ms on the drone) is replaced."""
+    s = Scheduler(toy_model(), sla(objectives=[{"maximize_accuracy": {"tolerance": 0.01}}]), "branchynet")
+    fresh = s.decide(SLOW)
+    assert fresh.threshold == 0.9
+    kept = s.decide(SLOW, incumbent=Plan(3, 1.0, fresh.mode, offload=False))
+    assert kept.threshold == 1.0 and kept.decided_by.startswith("the plan in force")
+    assert s.decide(SLOW, incumbent=Plan(3, 0.5, fresh.mode, offload=False)).threshold == 0.9
+    bounded = Scheduler(toy_model(), sla(constraints={"latency_ms": {"max": 60}},
+                                         objectives=[{"maximize_accuracy": {"tolerance": 0.01}}]), "branchynet")
+    assert bounded.decide(SLOW, incumbent=Plan(3, 1.0, fresh.mode, offload=False)).threshold != 1.0
+
+
+def test_without_a_tolerance_the_plan_in_force_yields_only_past_the_incumbent_margin():
+    """minimize_latency has no tolerance: a plan in force within INCUMBENT_MARGIN of the fastest stays,
+    one further off is replaced by the fastest. On a 20 Mbit/s, 20 ms link the drone alone answers at
+    47.2 ms (p95) and offloading plans at 47.9-58 ms."""
+    mid = Conditions(bandwidth_mbps=20.0, rtt_ms=20.0)
+    s = Scheduler(toy_model(), sla(objectives=["minimize_latency"]))
+    table = s.model.predict_all(mid, s.sla.percentile, s.sla.on_time_ms)
+    best = s.decide(mid)
+    lat = table["latency_ms"]
+    rows, splits = np.nonzero(table.valid & np.isfinite(lat))
+    near = [(r, c) for r, c in zip(rows, splits)
+            if best.prediction.latency_ms < lat[r, c] <= (1 + INCUMBENT_MARGIN) * best.prediction.latency_ms]
+    far = [(r, c) for r, c in zip(rows, splits) if lat[r, c] > (1 + 2 * INCUMBENT_MARGIN) * best.prediction.latency_ms]
+    assert near and far, "the toy has plans on both sides of the margin"
+    for (r, c), stays in ((near[0], True), (far[0], False)):
+        p = table.prediction(r, c)
+        d = s.decide(mid, incumbent=p.plan)
+        assert (d.plan == p.plan) is stays, (p, d.reason)
+    assert s.decide(mid, incumbent=table.prediction(*near[0]).plan).decided_by.startswith("the plan in force")

@@ -58,6 +58,11 @@ class Replanner:
                 if alive:
                     self.estimator.reset_link()
 
+    def force(self, why: str) -> None:
+        """Re-plan at the next step, e.g. for new drone settings."""
+        with self._lock:
+            self._force = why
+
     def bulk_probe_bytes(self, nbytes: int, max_share: float, period_s: float) -> int | None:
         """The size of the next bandwidth probe (None: offloads measured the link since the last one),
         at most ``max_share`` of the estimated bandwidth over ``period_s`` (a 32 kB probe every 0.5 s
@@ -86,7 +91,8 @@ class Replanner:
             if not why:
                 return None
             conditions = self.estimator.conditions(**settings)
-        decision = self.scheduler.decide(conditions)     # outside the lock: measurements go on arriving
+        # outside the lock: measurements go on arriving
+        decision = self.scheduler.decide(conditions, incumbent=self.plan.plan if self.plan else None)
         if self.plan is not None and _same_plan(self.plan, decision):
             return None
         self.plan_id += 1

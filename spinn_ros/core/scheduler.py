@@ -128,6 +128,14 @@ class PredictionTable:
     def row(self, mode: str, col: int) -> int:
         return PLAN_MODES.index(mode) * (len(self.thresholds) // len(PLAN_MODES)) + col
 
+    def locate(self, plan: Plan) -> tuple[int, int] | None:
+        """A plan's (row, split) in this table; None if the table has no such plan."""
+        if plan.mode not in PLAN_MODES or not 0 <= plan.split < self.shape[1]:
+            return None
+        rows = np.nonzero((self.modes == PLAN_MODES.index(plan.mode))
+                          & np.isclose(self.thresholds, plan.threshold, rtol=0, atol=1e-9))[0]
+        return (int(rows[0]), int(plan.split)) if len(rows) else None
+
     def prediction(self, row: int, split: int) -> Prediction:
         return Prediction(split=int(split), threshold=float(self.thresholds[row]),
                           mode=PLAN_MODES[int(self.modes[row])], offload=split < self.num_stages,
@@ -561,10 +569,26 @@ def _fmt(metric: str, v: float) -> str:
             "latency_ms": f"{v:.1f} ms"}.get(metric, f"{v:.3g}")
 
 
+def _bands(table: PredictionTable, rows: np.ndarray, splits: np.ndarray, objectives):
+    """The ranking's stages: per objective (obj, best value in the maximising sense, the plans within
+    its tolerance of the best), each stage starting from the plans the last one kept."""
+    for obj in objectives:
+        spec = obj.spec
+        v = spec.sense * table[spec.metric][rows, splits]
+        best = float(v.max())
+        keep = v >= best - obj.band(best) - 1e-12
+        rows, splits = rows[keep], splits[keep]
+        yield obj, best, rows, splits
+
+
 def _where(split: int, n: int) -> str:
     if split == n:
         return "all on the drone"
     return "raw frame to the cloud" if split == 0 else f"stages [0, {split}) on the drone, the rest in the cloud"
+
+
+#: how much better (relative) another plan must be, on an objective without a tolerance, to replace the plan in force
+INCUMBENT_MARGIN = 0.05
 
 
 class Scheduler:
@@ -583,7 +607,11 @@ class Scheduler:
         """The SLA constraints a prediction breaks (e.g. to judge the plan in force)."""
         return [b.label for b in self.sla.bounds if not b.ok(getattr(p, b.metric))]
 
-    def decide(self, cond: Conditions) -> Decision:
+    def decide(self, cond: Conditions, incumbent: Plan | None = None) -> Decision:
+        """The plan for ``cond``. ``incumbent``, the plan in force, stays while it meets the SLA
+        and the best plan is not better on any objective by more than that objective's tolerance
+        (INCUMBENT_MARGIN where it has none): noise in the link estimates then cannot flip the
+        drone between plans the SLA calls equal."""
         table = self.model.predict_all(cond, self.sla.percentile, self.sla.on_time_ms)
         cand = self.strategy.mask(table) & table.valid
         if self.sla.hold_device_answer:      # control never waits on the network
@@ -594,6 +622,9 @@ class Scheduler:
             return self._safest(table, cand, oks)
         idx, decided_by = self._rank(table, feasible, self.objectives)
         binding = tuple(self._binding(table, cand, oks, idx))
+        held = table.locate(incumbent) if incumbent is not None else None
+        if held is not None and held != idx and self._holds(table, feasible, held):
+            idx, decided_by = held, f"the plan in force (within every objective's tolerance of {decided_by})"
         c, s = idx
         p = table.prediction(c, s)
         reason = (f"{self.strategy.name}: split {s} ({_where(s, table.num_stages)}), {self._threshold_text(p)}, "
@@ -608,16 +639,13 @@ class Scheduler:
         the best, the next decides among them; a deterministic tie-break ends it."""
         rows, splits = np.nonzero(mask)
         steps = []
-        for obj in objectives:
+        for obj, best, rows_kept, splits_kept in _bands(table, rows, splits, objectives):
             if len(rows) == 1:
                 break
             spec = obj.spec
-            v = spec.sense * table[spec.metric][rows, splits]
-            best = v.max()
-            keep = v >= best - obj.band(best) - 1e-12
             steps.append(f"{obj.name} ({_fmt(spec.metric, spec.sense * best)}"
-                         + (f", {int(keep.sum())} tied)" if keep.sum() > 1 else ")"))
-            rows, splits = rows[keep], splits[keep]
+                         + (f", {len(rows_kept)} tied)" if len(rows_kept) > 1 else ")"))
+            rows, splits = rows_kept, splits_kept
         if len(rows) > 1:
             # tie-break: lower mean latency, then less offloading (deeper split), then the earlier mode
             # (PLAN_MODES order: the device answers first), then the higher threshold
@@ -626,6 +654,18 @@ class Scheduler:
             rows, splits = rows[order[:1]], splits[order[:1]]
             steps.append("tie-break (mean latency, deeper split, mode, higher threshold)")
         return (int(rows[0]), int(splits[0])), " then ".join(steps) or "the only candidate"
+
+    def _holds(self, table: PredictionTable, feasible: np.ndarray, held: tuple[int, int]) -> bool:
+        """The plan in force would stay in every objective's band of the ranking: within the
+        objective's tolerance of each stage's best (INCUMBENT_MARGIN of it where it has none)."""
+        if not feasible[held]:
+            return False
+        rows, splits = np.nonzero(feasible)
+        for obj, best, _, _ in _bands(table, rows, splits, self.objectives):
+            spec = obj.spec
+            if spec.sense * table[spec.metric][held] < best - (obj.band(best) or INCUMBENT_MARGIN * abs(best)) - 1e-12:
+                return False
+        return True
 
     def _binding(self, table, cand, oks, idx):
         """Constraints without which the ranking would pick another plan."""

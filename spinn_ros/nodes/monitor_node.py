@@ -31,7 +31,7 @@ from ..core.sla import load_sla
 from ..ros import diagnostics as diag
 from ..ros import qos
 from ..ros.node_main import run_node
-from ..ros.params import Param, ParameterError, declare, in_range, non_empty, one_of, zenoh_params
+from ..ros.params import Param, ParameterError, declare, in_range, non_empty, on_change, one_of, zenoh_params
 
 PARAMS = [
     Param("checkpoint", "default", "the drone's model ('default', a path); plans carry its id", non_empty,
@@ -82,6 +82,7 @@ class MonitorNode(Node):
         self.p = p
         self.scheduler, self.model_id = self._build_scheduler(p)
         self.replanner = Replanner(self.scheduler, p["min_samples"])
+        self.add_on_set_parameters_callback(on_change(PARAMS, self._apply_params))
 
         self.plan_pub = self.create_publisher(SplitPlan, "spinn/plan", qos.LATCHED)
         self.link_pub = self.create_publisher(LinkState, "spinn/link", qos.LATCHED)
@@ -130,6 +131,12 @@ class MonitorNode(Node):
         except ValueError as exc:
             raise ParameterError(f"zenoh parameters: {exc}") from exc
         return MonitorLink(settings, self._on_load, self.replanner.on_clouds)
+
+    def _apply_params(self, changed: dict) -> None:
+        """New drone settings (or min_samples) at run time: the next control period re-plans for them."""
+        self.p = {**self.p, **changed}
+        self.replanner.min_samples = self.p["min_samples"]
+        self.replanner.force("parameters changed: " + ", ".join(sorted(changed)))
 
     # -- measurements (ROS and Zenoh threads) -------------------------------------------------
     def _on_load(self, cloud: str, load: dict) -> None:
