@@ -130,6 +130,23 @@ def drone_settings(certs, name: str, *endpoints: str, **kw):
     return ZenohSettings(connect=endpoints, security="mtls", certs_dir=str(certs), identity=name, **kw)
 
 
+def parameter_setter(node, target: str, timeout: float = 20.0):
+    """``set(**values)`` -> the SetParametersResult of setting them on node ``target`` (its
+    parameter services, as ``ros2 param set`` does)."""
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    client = AsyncParameterClient(node, target)
+    assert client.wait_for_services(timeout_sec=timeout), f"{target}'s parameter services"
+
+    def set_params(**values):
+        fut = client.set_parameters([Parameter(k, value=v) for k, v in values.items()])
+        wait_until(fut.done, 10, "set_parameters reply")
+        return fut.result().results[0]
+
+    return set_params
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now (for a test's own Zenoh endpoint)."""
     with socket.socket() as s:

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from geometry_msgs.msg import TwistStamped
-from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 
 from spinn_ros import launch_spec
@@ -26,6 +25,7 @@ from helpers import (
     diagnostics_value,
     image_msg,
     node_accounting,
+    parameter_setter,
     synthetic_frames,
 )
 
@@ -167,13 +167,7 @@ def test_invalid_parameters_fail_fast(ros, overrides, needle):
 def test_parameter_changes_are_validated(ros):
     ros.start(drone_spec())
     client = AsyncParameterClient(ros.node, "spinn_drone")
-    assert client.wait_for_services(timeout_sec=20)
-
-    def set_params(**kv):
-        fut = client.set_parameters([Parameter(k, value=v) for k, v in kv.items()])
-        wait_until(fut.done, 10, "set_parameters reply")
-        return fut.result().results[0]
-
+    set_params = parameter_setter(ros.node, "spinn_drone")
     bad = set_params(exit_threshold=0.0)
     assert not bad.successful and "exit_threshold" in bad.reason and "(0.0, 1.0]" in bad.reason
     bad = set_params(split_point=42)

@@ -15,8 +15,6 @@ import time
 import numpy as np
 import pytest
 import yaml
-from rclpy.parameter import Parameter
-from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import Image
 
 from spinn_ros import launch_spec
@@ -27,7 +25,7 @@ from spinn_ros.msg import InferenceResult, SplitPlan
 from spinn_ros.ros import qos
 from spinn_ros.ros.harness import RosHarness, domain_id_for_run, fastdds_shm_files, orphaned_shm_files, wait_until
 
-from helpers import Collector, image_msg
+from helpers import Collector, image_msg, parameter_setter
 
 pytestmark = pytest.mark.netns
 
@@ -271,14 +269,7 @@ def test_drone_settings_set_at_run_time_replan_and_bad_values_are_refused(drone_
     plans = Collector(ros.node, SplitPlan, "/spinn/plan", qos.LATCHED)
     wait_until(lambda: plans.msgs, 30, "the first plan")
     assert (plans.msgs[-1].split_point, plans.msgs[-1].offload, plans.msgs[-1].exit_threshold) == (7, False, float("inf"))
-    client = AsyncParameterClient(ros.node, "spinn_monitor")
-    assert client.wait_for_services(timeout_sec=20)
-
-    def set_params(**kv):
-        fut = client.set_parameters([Parameter(k, value=v) for k, v in kv.items()])
-        wait_until(fut.done, 10, "set_parameters reply")
-        return fut.result().results[0]
-
+    set_params = parameter_setter(ros.node, "spinn_monitor")
     bad = set_params(device_slowdown=0.0)
     assert not bad.successful and "device_slowdown" in bad.reason and "0.01" in bad.reason, bad.reason
     assert not set_params(period_s=1.0).successful          # read-only

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from spinn_ros.core.calibration import Calibration
+from spinn_ros.core.plan import Plan
 from spinn_ros.core.profiler import ProfileError, synthetic_profile
 from spinn_ros.core.progressive import PLAIN_NETWORK
-from spinn_ros.core.plan import Plan
 from spinn_ros.core.scheduler import INCUMBENT_MARGIN, STRATEGIES, Conditions, PerformanceModel, Scheduler
 from spinn_ros.core.sla import parse_sla
 
