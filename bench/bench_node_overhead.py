@@ -13,6 +13,10 @@ result published) gives the part before the result leaves the node:
 
     in-node     = latency_ms - device_compute_ms   (DDS in + the node's own work)
 
+The node's own step times (core/step_times.py, from its /diagnostics over its last 300 frames)
+split the in-node part: camera callback -> worker (slot wait), preprocess, head (the model),
+result published, command published; "callback -> command" is the whole span inside the node.
+
     .venv/bin/python bench/bench_node_overhead.py [--frames 300] [--rate 20] [--checkpoint default] [--backend torch]
 """
 from __future__ import annotations
@@ -26,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from bench.common import print_table, results_dir, summary_ms, write_json  # noqa: E402
@@ -34,12 +39,14 @@ from spinn_ros.core.backend import BACKENDS, staged_model  # noqa: E402
 from spinn_ros.core.model_ref import load_model  # noqa: E402
 from spinn_ros.core.preprocess import to_model_input  # noqa: E402
 from spinn_ros.core.progressive import run_head  # noqa: E402
+from spinn_ros.core.step_times import STEPS, TOTAL  # noqa: E402
 from spinn_ros.msg import InferenceResult  # noqa: E402
 from spinn_ros.ros import qos  # noqa: E402
 from spinn_ros.ros.harness import RosHarness, domain_id_for_run, wait_until  # noqa: E402
 from spinn_ros.ros.images import fill_image  # noqa: E402
 
 CAMERA = "/bench/camera"
+STEP_COLUMNS = (*STEPS, TOTAL)
 
 
 def camera_size(text: str) -> tuple[int, int]:
@@ -71,7 +78,8 @@ def bare_model_ms(ref: str, size: tuple[int, int], n: int = 100, backend: str = 
 
 
 def measure(ros: RosHarness, ref: str, size: tuple[int, int], n: int, rate: float, backend: str = "torch") -> dict:
-    spec = launch_spec.drone(camera_topic=CAMERA, backend=backend, overrides={"checkpoint": ref})[0]
+    # the node alone: no cloud session (and no certificates) to measure around
+    spec = launch_spec.drone(camera_topic=CAMERA, backend=backend, overrides={"checkpoint": ref, "cloud.enabled": False})[0]
     proc = ros.start(spec)
     sent: dict[int, int] = {}
     arrivals: list[tuple[int, int, float, float]] = []   # (seq, received ns, device ms, node latency ms)
@@ -79,7 +87,15 @@ def measure(ros: RosHarness, ref: str, size: tuple[int, int], n: int, rate: floa
     def on_result(msg: InferenceResult):
         arrivals.append((int(msg.header.frame_id), time.monotonic_ns(), msg.device_compute_ms, msg.latency_ms))
 
+    steps: dict[str, float] = {}
+
+    def on_diagnostics(arr: DiagnosticArray):
+        for st in arr.status:
+            if st.name.startswith("/spinn_drone"):
+                steps.update({kv.key: float(kv.value) for kv in st.values if kv.key.startswith("step_")})
+
     sub = ros.node.create_subscription(InferenceResult, "/spinn/result", on_result, qos.RESULTS)
+    diag_sub = ros.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, qos.RESULTS)
     pub = ros.node.create_publisher(Image, CAMERA, qos.SENSOR)
     try:
         ros.wait_matched(pub)
@@ -95,7 +111,10 @@ def measure(ros: RosHarness, ref: str, size: tuple[int, int], n: int, rate: floa
             pub.publish(msg)
             time.sleep(1.0 / rate)
         wait_until(lambda: len(arrivals) >= n + warmup - 2, 30, "results")
+        steps.clear()
+        wait_until(lambda: "step_callback_to_command_p50_ms" in steps, 10, "the node's step times")
     finally:
+        ros.node.destroy_subscription(diag_sub)
         ros.node.destroy_subscription(sub)
         ros.node.destroy_publisher(pub)
         proc.stop()
@@ -110,7 +129,7 @@ def measure(ros: RosHarness, ref: str, size: tuple[int, int], n: int, rate: floa
         overhead.append(total - dev_ms / 1e3)
         in_node.append((node_ms - dev_ms) / 1e3)
     return {"e2e": summary_ms(e2e), "device": summary_ms(device), "overhead": summary_ms(overhead),
-            "in_node": summary_ms(in_node), "received": len(arrivals), "sent": n + warmup}
+            "in_node": summary_ms(in_node), "received": len(arrivals), "sent": n + warmup, "steps": dict(steps)}
 
 
 def main(argv=None) -> int:
@@ -135,6 +154,7 @@ def main(argv=None) -> int:
                 "e2e_p99_ms": m["e2e"]["p99_ms"], "overhead_p50_ms": m["overhead"]["median_ms"],
                 "overhead_p99_ms": m["overhead"]["p99_ms"], "in_node_p50_ms": m["in_node"]["median_ms"],
                 "in_node_p99_ms": m["in_node"]["p99_ms"], "received": f"{m['received']}/{m['sent']}",
+                **{f"{k}_p50_ms": m["steps"].get(f"step_{k}_p50_ms", float("nan")) for k in STEP_COLUMNS},
                 "detail": m,
             })
     finally:
@@ -143,6 +163,8 @@ def main(argv=None) -> int:
                        "overhead_p50_ms", "overhead_p99_ms", "in_node_p50_ms", "in_node_p99_ms", "received"],
                 title=f"drone node overhead over the bare model ({opts.checkpoint}, {opts.backend}); "
                       "target: overhead p50 <= 2 ms")
+    print_table(rows, ["camera", *(f"{k}_p50_ms" for k in STEP_COLUMNS)],
+                title="inside the node, per step (its /diagnostics, last 300 frames)")
     name = "node_overhead" if opts.backend == "torch" else f"node_overhead-{opts.backend}"
     write_json(name, {"checkpoint": opts.checkpoint, "backend": opts.backend, "rate_hz": opts.rate, "rows": rows})
     _plot(rows, name)

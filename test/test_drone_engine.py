@@ -240,3 +240,15 @@ def test_a_full_in_flight_cap_answers_from_the_head_not_the_whole_plain_network(
     (a,) = answers
     assert (a.source, a.provisional, a.decision.exit_index) == (Source.DEVICE, False, 0)
     assert a.plan.threshold == PLAIN_NETWORK, "the answer names the plan in force"
+
+
+def test_a_frame_carries_the_engines_marks_arrived_taken_and_input_ready(rig):
+    """core/step_times.py's first marks, on the engine's clock: the node adds its own after them."""
+    make, clock, _, answers = rig
+    (x,) = frames(1)
+    engine = make(Plan(SPLIT, 0.0))
+    frame = engine.submit(x)
+    clock.advance_ms(7)                        # waited in the slot
+    assert engine.step(timeout=0)
+    assert frame.marks == [frame.arrived_ns, frame.arrived_ns + 7_000_000, frame.arrived_ns + 7_000_000]
+    assert answers[0].frame is frame

@@ -91,6 +91,13 @@ def test_every_frame_gets_one_result_matching_pytorch(ros):
     wait_until(lambda: len(cmds.msgs) >= len(stamps), 5, "one command per result")
     frame_cmds = [c for c in cmds.msgs if 1000 <= c.header.stamp.sec < 1000 + len(frames)]
     assert sorted(c.header.stamp.sec for c in frame_cmds) == sorted(stamps), "one command per frame, image-stamped"
+    # where the frames' time went inside the node (core/step_times.py), in /diagnostics: every step, each
+    # non-negative, and the whole span from the camera callback to the command at least the head's share
+    keys = ("slot_wait", "preprocess", "head", "result_publish", "command_publish", "callback_to_command")
+    wait_until(lambda: diagnostics_value(diags.msgs, "step_callback_to_command_p50_ms") is not None, 5,
+               "step times in /diagnostics")
+    steps = {k: float(diagnostics_value(diags.msgs, f"step_{k}_p50_ms")) for k in keys}
+    assert all(v >= 0 for v in steps.values()) and steps["callback_to_command"] >= steps["head"] > 0, steps
 
 
 def test_bad_images_are_rejected_and_node_keeps_serving(ros):

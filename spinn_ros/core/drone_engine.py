@@ -27,7 +27,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any, Callable, Protocol
 
@@ -68,6 +68,9 @@ class Frame:
     data: Any                      # the camera message (the node's; the engine only hands it to ``prepare``)
     seq: int
     arrived_ns: int                # on the engine's clock
+    # on the engine's clock: arrived, taken by the worker, model input ready (core/step_times.py;
+    # the node adds its own marks after these)
+    marks: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,8 @@ class DroneEngine:
     # -- camera path: never blocks ------------------------------------------------------------
     def submit(self, data) -> Frame:
         self._seq += 1
-        frame = Frame(data, self._seq, self._clock())
+        now = self._clock()
+        frame = Frame(data, self._seq, now, [now])
         self.slot.put(frame)
         return frame
 
@@ -207,6 +211,7 @@ class DroneEngine:
         return "yes"
 
     def _process(self, frame: Frame) -> None:
+        frame.marks.append(self._clock())
         t0 = time.perf_counter()
         try:
             x = self._prepare(frame.data)
@@ -215,6 +220,7 @@ class DroneEngine:
             self._warn(f"rejected image (frame {frame.seq}): {exc}")
             return
         self.device.pad_to(self.device.preprocess_s, time.perf_counter() - t0)
+        frame.marks.append(self._clock())
         plan = self.plan
         room = self._offload_room(plan)
         if room == "yes" and plan.sends_first:

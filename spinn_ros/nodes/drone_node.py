@@ -40,11 +40,12 @@ from spinn_ros.msg import InferenceResult, SplitPlan
 from ..core.backend import BACKENDS, staged_model
 from ..core.controller import ControllerConfig, DroNetController
 from ..core.device_emulation import SlowerDevice
-from ..core.drone_engine import Answer, DroneEngine, QueuedTransport, Settings
+from ..core.drone_engine import Answer, DroneEngine, QueuedTransport, Settings, Source
 from ..core.model_ref import load_model
 from ..core.plan import PLAN_MODES, PROVISIONAL_FIRST, Plan
 from ..core.preprocess import to_model_input
 from ..core.profiler import ENCODINGS
+from ..core.step_times import StepTimes
 from ..ros import diagnostics as diag
 from ..ros import qos
 from ..ros.images import image_pixels
@@ -147,6 +148,7 @@ class DroneNode(Node):
         now = time.monotonic()
         self.frames_in = diag.RateCounter(now)
         self.results_out = diag.RateCounter(now)
+        self.step_times = StepTimes()
         self.exit_hist = np.zeros(self.model.num_exits, dtype=np.int64)
         self.source_hist = np.zeros(3, dtype=np.int64)     # by InferenceResult.SOURCE_*
         self._last_result_ns = self.get_clock().now().nanoseconds
@@ -290,6 +292,7 @@ class DroneNode(Node):
     # -- output -----------------------------------------------------------------------------
     def _on_answer(self, a: Answer) -> None:
         """From the worker or a Zenoh thread: publish the result, then act on it."""
+        answered_ns = time.monotonic_ns()
         header, d, plan = a.frame.data.header, a.decision, a.plan
         stamp_ns = Time.from_msg(header.stamp).nanoseconds
         now_ns = self.get_clock().now().nanoseconds
@@ -301,6 +304,7 @@ class DroneNode(Node):
             offload_bytes=a.wire_bytes, cloud_compute_ms=a.cloud_ms, cloud_queue_ms=a.queue_ms,
             latency_ms=(now_ns - stamp_ns) / 1e6)
         self.result_pub.publish(res)
+        published_ns = time.monotonic_ns()
         if not a.provisional:
             self.exit_hist[d.exit_index] += 1
             self.source_hist[int(a.source)] += 1
@@ -312,8 +316,18 @@ class DroneNode(Node):
                                          age_s=(now_ns - stamp_ns) / 1e9)
             if cmd.reason != "stale":
                 self.controller.commanded(now_ns, cmd.yaw_rate)     # the turn since a frame slows old answers
+        marks = [answered_ns, published_ns]
         if cmd.reason != "stale":
             self._publish_command(cmd.forward_speed, cmd.yaw_rate, header)
+            marks.append(time.monotonic_ns())
+        self._record_steps(a, marks)
+
+    def _record_steps(self, a: Answer, marks: list[int]) -> None:
+        """The frame's step times (core/step_times.py), from its first answer by the drone's head:
+        the engine's marks (arrived, taken, input ready) are on the same monotonic clock."""
+        if a.source == Source.DEVICE and len(a.frame.marks) == 3:
+            a.frame.marks += marks          # a frame's later answers (the cloud's, a fallback) are not counted
+            self.step_times.record(a.frame.marks)
 
     def _publish_command(self, forward_speed: float, yaw_rate: float, header) -> None:
         msg = TwistStamped()
@@ -360,6 +374,7 @@ class DroneNode(Node):
             "plan_mode": plan.mode,
             "plan_id": plan.plan_id,
             "model_id": self.model_id,
+            **self.step_times.percentiles(),
         }
         level, msg = diag.OK, "ok"
         if engine.rejected:
