@@ -36,6 +36,7 @@ SLOWDOWN = 25.0           # the drone computes 25x slower than one core here (sl
 DEADLINE_MS = 90.0            # below the SLA bound (100 ms): a late offload falls back in time
 PORT = 7447
 CAMERA = "/camera/image_raw"
+MEASURE_BUDGET_S = 45.0       # per link rate: time to find a plan that holds for a whole measuring window
 
 
 def settings(**kw) -> dict:
@@ -235,7 +236,10 @@ def test_predictions_match_measurements_on_the_emulated_link(drone_side, planner
         wait_until(lambda: stable_plan(plans, 2.0), 40, "an offloading plan in force for 2 s")
         for rate in (100.0, 10.0, 3.0):
             link.set(rate_mbit=rate)
-            for _ in range(3):                   # a plan that changes mid-window is measured again
+            # a plan that changes mid-window is measured again: what is checked is each plan's prediction,
+            # and a loaded machine's round trips can move the monitor between plans (test_replan covers when)
+            give_up = time.monotonic() + MEASURE_BUDGET_S
+            while time.monotonic() < give_up:
                 wait_until(lambda: plans.msgs and time.monotonic() - plans.arrived[id(plans.msgs[-1])] >= 2.0,
                            20, f"a plan settled on {rate} Mbit/s")
                 measured = measure_plan(plans, results, camera, 4.0)
