@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,25 @@ from typing import Callable, TextIO
 
 from . import launch_spec
 from .launch_spec import NodeSpec
+
+
+#: the line before the native stacks of a node that would not stop on SIGINT
+NATIVE_STACKS = "native stacks at the shutdown's grace expiry"
+
+
+def native_stacks(pid: int, timeout_s: float = 60.0) -> str | None:
+    """Every thread's native backtrace of a live process, by gdb in batch mode (None: no gdb, or it
+    failed). Attaching interrupts the process's blocking calls, which may end a hang: this is for
+    a process about to be killed anyway."""
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        return None
+    try:
+        out = subprocess.run([gdb, "-p", str(pid), "-batch", "-nx", "-ex", "thread apply all bt"],
+                             capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 and "Thread" in out.stdout else None
 
 
 class ChildProcess:
@@ -58,10 +78,14 @@ class ChildProcess:
         return code
 
     def stop(self, grace_s: float = 10.0) -> int:
-        """SIGINT (clean ROS shutdown), then SIGTERM, then SIGKILL; returns the exit status."""
+        """SIGINT (clean ROS shutdown), then SIGTERM, then SIGKILL; returns the exit status. A node
+        still alive after the SIGINT's grace gets its native stacks in its output first (gdb, if
+        installed): the node's own faulthandler dump shows only Python frames."""
         for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
             if self.proc.poll() is not None:
                 break
+            if sig != signal.SIGINT:
+                self._note_native_stacks()
             try:
                 os.killpg(self.proc.pid, sig)
             except ProcessLookupError:
@@ -71,6 +95,13 @@ class ChildProcess:
             except subprocess.TimeoutExpired:
                 continue
         return self.wait()
+
+    def _note_native_stacks(self) -> None:
+        if any(line.startswith(NATIVE_STACKS) for line in self.lines):
+            return                      # once per process
+        stacks = native_stacks(self.proc.pid)
+        self.lines.append(f"{NATIVE_STACKS} (pid {self.proc.pid}):")
+        self.lines.extend(stacks.splitlines() if stacks else ["  (gdb not installed or it could not attach)"])
 
     def kill(self) -> int:
         """SIGKILL: a crash, not a shutdown."""

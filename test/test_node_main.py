@@ -1,6 +1,7 @@
 """The nodes' shared main loop (spinn_ros/ros/node_main.py), run in a process of its own."""
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,3 +81,25 @@ def test_a_stop_signal_ends_the_spin_even_if_rclpy_never_shuts_the_context_down(
         proc.kill()
     assert proc.returncode == 0, err
     assert "most recent call first" not in err, f"the node hung after SIGINT:\n{err}"
+
+
+def test_a_process_that_outlives_its_sigint_grace_has_its_native_stacks_noted_before_the_kill():
+    """The launcher (and the test harness) stop a node with SIGINT, then SIGTERM, then SIGKILL; before
+    escalating, the node's native stacks (gdb) join its output: a hang inside DDS's C++ teardown
+    shows no Python frame where it is stuck."""
+    from spinn_ros.launcher import NATIVE_STACKS, ChildProcess
+
+    child = ChildProcess("deaf", [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, "
+                                  "signal.SIG_IGN); print('ready', flush=True); time.sleep(600)"])
+    try:
+        deadline = time.monotonic() + 30
+        while "ready" not in child.lines and time.monotonic() < deadline:
+            time.sleep(0.05)
+        code = child.stop(grace_s=0.5)
+    finally:
+        child.kill()
+    assert code == -signal.SIGTERM, child.output
+    notes = child.output.split(NATIVE_STACKS, 1)
+    assert len(notes) == 2, child.output
+    if shutil.which("gdb"):
+        assert "Thread" in notes[1] and "#0" in notes[1], notes[1][-2000:]
