@@ -23,7 +23,6 @@ from typing import Callable, TextIO
 from . import launch_spec
 from .launch_spec import NodeSpec
 
-
 #: the line before the native stacks of a node that would not stop on SIGINT
 NATIVE_STACKS = "native stacks at the shutdown's grace expiry"
 
