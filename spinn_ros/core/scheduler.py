@@ -609,9 +609,10 @@ class Scheduler:
 
     def decide(self, cond: Conditions, incumbent: Plan | None = None) -> Decision:
         """The plan for ``cond``. ``incumbent``, the plan in force, stays while it meets the SLA
-        and the best plan is not better on any objective by more than that objective's tolerance
-        (INCUMBENT_MARGIN where it has none): noise in the link estimates then cannot flip the
-        drone between plans the SLA calls equal."""
+        and stays in every objective's band of the ranking (within the objective's tolerance of
+        that stage's best, INCUMBENT_MARGIN of it where the objective has none): noise in the link
+        estimates then cannot flip the drone between plans the SLA calls equal. ``binding`` stays
+        that of the plan the ranking alone would pick."""
         table = self.model.predict_all(cond, self.sla.percentile, self.sla.on_time_ms)
         cand = self.strategy.mask(table) & table.valid
         if self.sla.hold_device_answer:      # control never waits on the network
