@@ -83,7 +83,7 @@ class ChildProcess:
         for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
             if self.proc.poll() is not None:
                 break
-            if sig != signal.SIGINT:
+            if sig == signal.SIGTERM:       # the grace is over: note where it is stuck, once
                 self._note_native_stacks()
             try:
                 os.killpg(self.proc.pid, sig)
@@ -96,8 +96,6 @@ class ChildProcess:
         return self.wait()
 
     def _note_native_stacks(self) -> None:
-        if any(line.startswith(NATIVE_STACKS) for line in self.lines):
-            return                      # once per process
         stacks = native_stacks(self.proc.pid)
         self.lines.append(f"{NATIVE_STACKS} (pid {self.proc.pid}):")
         self.lines.extend(stacks.splitlines() if stacks else ["  (gdb not installed or it could not attach)"])

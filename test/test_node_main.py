@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 
+from spinn_ros.ros.harness import wait_until
 from spinn_ros.ros.node_main import SPIN_WAKE_S, STUCK_SHUTDOWN_S
 
 # a node whose clean-up takes longer than STUCK_SHUTDOWN_S, as a hung Zenoh or DDS teardown would
@@ -92,9 +93,7 @@ def test_a_process_that_outlives_its_sigint_grace_has_its_native_stacks_noted_be
     child = ChildProcess("deaf", [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, "
                                   "signal.SIG_IGN); print('ready', flush=True); time.sleep(600)"])
     try:
-        deadline = time.monotonic() + 30
-        while "ready" not in child.lines and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: "ready" in child.lines, 30, "the child to start")
         code = child.stop(grace_s=0.5)
     finally:
         child.kill()
