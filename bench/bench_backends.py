@@ -9,7 +9,7 @@
 3. Planner: what the SPINN scheduler picks per link condition with each backend's profiles
    (the committed reference profiles): a faster drone changes where offloading pays.
 
-    .venv/bin/python -m bench.bench_backends [--runs 200] [--checkpoint default] [--dataset data/val.npz]
+    .venv/bin/python bench/bench_backends.py [--runs 200] [--checkpoint default] [--dataset data/val.npz]
 
 Target (issue 11): head >= 3x faster than torch at batch 1 with identical decisions.
 """
@@ -21,18 +21,20 @@ import time
 
 import torch
 
-from bench.bench_scheduler import CONDITIONS
-from bench.common import print_table, summary_ms, write_json
 from spinn_ros.core.backend import staged_model
 from spinn_ros.core.calibration import load_calibration
 from spinn_ros.core.checkpoint import calibration_path, default_checkpoint_path
 from spinn_ros.core.model import decode_exit
 from spinn_ros.core.model_ref import load_model
+from spinn_ros.core.performance import PerformanceModel
 from spinn_ros.core.preprocess import to_model_input
-from spinn_ros.core.profiler import NEVER_CONFIDENT, REFERENCE_HOST, find_profile, input_frames, load_profile, profiles_root
+from spinn_ros.core.profile import REFERENCE_HOST, find_profile, load_profile, profiles_root
 from spinn_ros.core.progressive import run_head
-from spinn_ros.core.scheduler import PerformanceModel, Scheduler
+from spinn_ros.core.scheduler import Scheduler
 from spinn_ros.core.sla import default_sla_path, load_sla
+from spinn_ros.testing.bench_io import print_table, summary_ms, write_json
+from spinn_ros.testing.conditions import CONDITIONS
+from spinn_ros.tools.profile import NEVER_CONFIDENT, input_frames
 
 BATCHES = (1, 8)
 SLOWDOWNS = (1.0, 4.0, 16.0)  # this VM, the 4x slower drone the flight tests emulate, a much slower one

@@ -8,28 +8,35 @@ rgb8 frame at split 0, the cloud-only baseline); each frame is timed through
 decoded u8 activations and the policy's decision (collision class at the exit that
 answers) is compared with full precision, and with labels when ``--data`` has them.
 
-    python -m bench.bench_codec                       # seeded random models
-    python -m bench.bench_codec --checkpoint spinn_ros/models/small.pt --data data/test.npz
+    python bench/bench_codec.py                       # seeded random models
+    python bench/bench_codec.py --checkpoint spinn_ros/models/small.pt --data data/test.npz
 
 The helpers above ``main`` (frames, reference pass, tail, policy, wire round trip)
-are also what ``test/test_codec.py`` checks the codec with.
+are also what ``test/unit/test_codec.py`` checks the codec with.
 """
 from __future__ import annotations
 
 import argparse
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from bench.common import print_table, results_dir, summary_ms, write_json
 from spinn_ros.core import codec
 from spinn_ros.core.codec import Codec, Dtype
-from spinn_ros.core.model import EarlyExitNet, build_model, decode_exit
-from spinn_ros.core.preprocess import to_model_input
+from spinn_ros.core.model import EarlyExitNet
+from spinn_ros.testing.bench_io import print_table, results_dir, summary_ms, write_json
+from spinn_ros.testing.frames import labelled_frames, load_dataset
+from spinn_ros.testing.models import (
+    as_rgb8,
+    load_model,
+    model_input,
+    policy_decisions,
+    reference_pass,
+    run_tail,
+    split_exits,
+    wire_roundtrip,
+)
 
 #: label -> (dtype, codec) of the configurations compared at every split
 CONFIGS: dict[str, tuple[Dtype, Codec]] = {
@@ -42,181 +49,6 @@ CONFIGS: dict[str, tuple[Dtype, Codec]] = {
 FRAME_CONFIGS: dict[str, tuple[Dtype, Codec]] = {
     "frame": (Dtype.FRAME, Codec.NONE), "frame+lz4": (Dtype.FRAME, Codec.LZ4), "frame+zstd": (Dtype.FRAME, Codec.ZSTD),
 }
-
-
-# -- inputs ---------------------------------------------------------------------------
-def procedural_frames(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(frames, collision labels): (n, size, size, 3) uint8 rgb8 scenes with natural-image
-    statistics, a stand-in until the simulator's dataset exists. A sky/ground split at a
-    random horizon, 1/f ("pink") texture, 0..3 flat-shaded box obstacles (near = large)
-    and sensor noise; the label is 1 when boxes cover over a third of the central window
-    the drone flies into."""
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
-    fy = torch.fft.fftfreq(size)[:, None]
-    fx = torch.fft.rfftfreq(size)[None, :]
-    falloff = 1.0 / torch.clamp(torch.hypot(fy, fx), min=1.0 / size)
-    texture = torch.fft.irfft2(torch.fft.rfft2(torch.randn(n, size, size, generator=gen)) * falloff, s=(size, size))
-    texture = (texture / texture.std(dim=(1, 2), keepdim=True)).numpy()[..., None]
-
-    rows = np.arange(size, dtype=np.float32)[None, :, None, None]
-    horizon = rng.uniform(0.3, 0.7, (n, 1, 1, 1)).astype(np.float32) * size
-    sky = rng.uniform(0.4, 0.9, (n, 1, 1, 3)).astype(np.float32)
-    ground = rng.uniform(0.1, 0.5, (n, 1, 1, 3)).astype(np.float32)
-    img = np.where(rows < horizon, sky, ground) + 0.08 * texture
-    covered = np.zeros((n, size, size), dtype=bool)
-    for i in range(n):
-        for _ in range(rng.integers(0, 4)):
-            h, w = (rng.uniform(0.1, 0.8, 2) * size).astype(int) + 1
-            top, left = rng.integers(0, size - h + 1), rng.integers(0, size - w + 1)
-            box = (slice(top, top + h), slice(left, left + w))
-            img[i][box] = rng.uniform(0.0, 1.0, 3).astype(np.float32) * (1 + 0.1 * texture[i][box])
-            covered[i][box] = True
-    img += 0.02 * torch.randn(img.shape, generator=gen).numpy()
-    centre = covered[:, size // 4 : 3 * size // 4, size // 3 : 2 * size // 3]
-    labels = (centre.mean(axis=(1, 2)) > 1 / 3).astype(np.int64)
-    return np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8), labels
-
-
-def load_dataset(path: str | Path, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(frames uint8 NxSxSx3, collision labels) of a split written by ``spinn gen-data``."""
-    from spinn_ros.sim.dataset import load_dataset as load  # noqa: PLC0415 - only with --data
-
-    data = load(path)
-    return data.images[:n], data.collision[:n].astype(np.int64)
-
-
-def calibrate_random(net: EarlyExitNet, x: torch.Tensor, labels) -> EarlyExitNet:
-    """Make a seeded random model a statistical stand-in for a trained one: BatchNorm
-    statistics measured on ``x`` (realistic activation scales) and each exit's collision
-    readout fitted to ``labels`` by ridge regression on its hidden layer (random
-    features, trained readout), so decisions depend on the scene with trained-like
-    margins rather than all agreeing trivially."""
-    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None           # cumulative average over the calibration pass
-    net.train()
-    with torch.no_grad():
-        net(x)
-    net.eval()
-    for m in bns:
-        m.momentum = 0.1
-    hidden = []
-    hooks = [head.fc1.register_forward_hook(lambda m, i, o: hidden.append(torch.relu(o))) for head in net.exits]
-    with torch.no_grad():
-        net(x)
-    for h in hooks:
-        h.remove()
-    target = torch.as_tensor(labels, dtype=torch.float32) * 8.0 - 4.0      # +-4 logits of margin
-    with torch.no_grad():
-        for head, h in zip(net.exits, hidden):
-            h1 = torch.cat([h, torch.ones(len(h), 1)], dim=1)
-            gram = h1.T @ h1
-            ridge = 1e-2 * gram.diagonal().mean() * torch.eye(len(gram))
-            w = torch.linalg.solve(gram + ridge, h1.T @ target)
-            head.fc2.weight[:2] = torch.stack([-w[:-1], w[:-1]]) / 2    # margin = logit1 - logit0
-            head.fc2.bias[:2] = torch.stack([-w[-1], w[-1]]) / 2
-    return net
-
-
-def stand_in_model(size: str, seed: int = 0, calibration_frames: int = 256) -> tuple[EarlyExitNet, str]:
-    """A seeded random model calibrated on its own procedural frames (disjoint from any
-    evaluation frames), and its model id."""
-    net = build_model(size, seed=seed)
-    frames, labels = procedural_frames(calibration_frames, net.spec.input_size, seed=10_000 + seed)
-    calibrate_random(net, model_input(frames, net), labels)
-    return net, f"random-{size}-seed{seed}"
-
-
-def load_model(size: str | None, seed: int, checkpoint: str | None) -> tuple[EarlyExitNet, str]:
-    """(model, model id): the trained checkpoint when given, else :func:`stand_in_model`."""
-    if checkpoint:
-        from spinn_ros.core.checkpoint import load_checkpoint  # noqa: PLC0415 - only with --checkpoint
-
-        net, meta = load_checkpoint(checkpoint)
-        return net, meta["model_id"]
-    return stand_in_model(size, seed)
-
-
-def model_input(frames: np.ndarray, net: EarlyExitNet) -> torch.Tensor:
-    return to_model_input(frames, net.spec.input_size)
-
-
-def as_rgb8(x: torch.Tensor) -> np.ndarray:
-    """Model input (B, 3, S, S) in [0, 1] -> the (B, S, S, 3) rgb8 frames a drone would
-    send for the cloud-only baseline (exactly the frames, when they were S x S)."""
-    return x.mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-
-
-# -- running the model in pieces -----------------------------------------------------
-@dataclass
-class Reference:
-    """One full-precision pass: the tensor crossing every split and every exit's output."""
-
-    crossing: list[torch.Tensor]   # crossing[s]: input of stage s (crossing[0] is the model input)
-    exits: list[torch.Tensor]      # raw output of every exit
-
-
-def reference_pass(net: EarlyExitNet, x: torch.Tensor) -> Reference:
-    crossing, exits = [x], []
-    with torch.no_grad():
-        for stage in range(net.num_stages):
-            x = net.run_stage(stage, x)
-            crossing.append(x)
-            e = net.exit_index_at(stage)
-            if e is not None:
-                exits.append(net.run_exit(e, x))
-    return Reference(crossing, exits)
-
-
-def run_tail(net: EarlyExitNet, x: torch.Tensor, split: int) -> list[torch.Tensor]:
-    """Raw outputs of the exits after ``split``, running stages ``[split, N)`` on ``x``."""
-    outs = []
-    with torch.no_grad():
-        for stage in range(split, net.num_stages):
-            x = net.run_stage(stage, x)
-            e = net.exit_index_at(stage)
-            if e is not None:
-                outs.append(net.run_exit(e, x))
-    return outs
-
-
-def split_exits(net: EarlyExitNet, ref: Reference, tail: list[torch.Tensor], split: int) -> list[torch.Tensor]:
-    """Every exit's output when the head runs on the device and ``tail`` in the cloud."""
-    return ref.exits[: len(net.exits_in(0, split))] + tail
-
-
-def policy_decisions(exits: list[torch.Tensor], threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(answering exit, collision class) per frame: SPINN's rule as
-    ``spinn_ros.core.progressive`` applies it (the first exit whose confidence reaches
-    ``threshold``, else the final exit), vectorised over a batch of all exits' outputs."""
-    decoded = [decode_exit(o) for o in exits]
-    conf = torch.stack([d.confidence for d in decoded], dim=1)
-    reached = conf.double() >= threshold
-    reached[:, -1] = True
-    answer = reached.float().argmax(dim=1)     # first True
-    prob = torch.stack([d.collision_prob for d in decoded], dim=1)
-    return answer, (prob.gather(1, answer[:, None])[:, 0] > 0.5).long()
-
-
-def wire_roundtrip(activations, split: int, dtype: Dtype, cdc: Codec, model_id: str,
-                   shapes: dict) -> tuple[torch.Tensor, list[int], list[float], list[float]]:
-    """Send each sample of ``activations`` (a batch, or uint8 frames for FRAME) through
-    encode -> decode; return the decoded batch, frame sizes and per-call seconds."""
-    out, sizes, enc_s, dec_s = [], [], [], []
-    for i, a in enumerate(activations):
-        t0 = time.perf_counter()
-        frame = codec.encode_request(a, request_id=i, model_id=model_id, split=split, exit_threshold=0.9,
-                                     dtype=dtype, codec=cdc)
-        t1 = time.perf_counter()
-        req = codec.decode_request(frame, expected_model_id=model_id, expected_shapes=shapes)
-        t2 = time.perf_counter()
-        out.append(req.tensor)
-        sizes.append(len(frame))
-        enc_s.append(t1 - t0)
-        dec_s.append(t2 - t1)
-    return torch.stack(out), sizes, enc_s, dec_s
 
 
 # -- benchmark ------------------------------------------------------------------------
@@ -300,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.data:
             frames, labels = load_dataset(args.data, args.frames)
         else:
-            frames, labels = procedural_frames(args.frames, net.spec.input_size, args.seed)
+            frames, labels = labelled_frames(args.frames, net.spec.input_size, args.seed)
         w, a = bench_model(net, model_id, frames, labels, args.threshold, args.repeats)
         wire_rows += w
         acc_rows += a

@@ -25,13 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import print_table, write_json  # noqa: E402
-from spinn_ros.sim.world import COURSE_KINDS  # noqa: E402
+from spinn_ros.sim.world import COURSE_KINDS
+from spinn_ros.testing.bench_io import print_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-# the CI flights' course and drone (test/test_flight.py): ~10 m of forest, a drone 4x slower than the profile
+# the CI flights' course and drone (test/system/test_fly.py): ~10 m of forest, a drone 4x slower than the profile
 COMMON = ("--slowdown", "4")
 SHORT_COURSE = ("--max-time", "30", "--set", "sim.goal_radius=10")
 FULL_COURSE = ("--max-time", "60")
@@ -48,7 +46,7 @@ def seeds(text: str) -> list[int]:
 
 
 def fly(out: Path, seed: int, mode: str, condition: str, kind: str = "forest", full_course: bool = False) -> dict:
-    argv = [sys.executable, "-m", "spinn_ros.mission", "--quiet", "--out", str(out), "--seed", str(seed),
+    argv = [sys.executable, "-m", "spinn_ros.tools.fly", "--quiet", "--out", str(out), "--seed", str(seed),
             "--mode", mode, "--kind", kind, *COMMON, *(FULL_COURSE if full_course else SHORT_COURSE),
             *CONDITIONS[condition]]
     if mode == "spinn":

@@ -21,15 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import print_table, write_json  # noqa: E402
+from spinn_ros.testing.bench_io import print_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def train(data: Path, out: Path, opts, exclude: str | None) -> Path:
-    argv = [sys.executable, "-m", "spinn_ros.cli", "train", "--data", str(data), "--out", str(out), "--seed", "0",
+    argv = [sys.executable, "-m", "spinn_ros.tools.cli", "train", "--data", str(data), "--out", str(out), "--seed", "0",
             "--epochs1", str(opts.epochs1), "--epochs2", str(opts.epochs2), "--limit", str(opts.limit),
             "--threads", "1", "--no-calibrate", "--quiet"]
     if exclude:

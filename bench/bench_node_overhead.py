@@ -24,26 +24,23 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import Image
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
-
-from bench.common import print_table, results_dir, summary_ms, write_json  # noqa: E402
-from spinn_ros import launch_spec  # noqa: E402
-from spinn_ros.core.backend import BACKENDS, staged_model  # noqa: E402
-from spinn_ros.core.model_ref import load_model  # noqa: E402
-from spinn_ros.core.preprocess import to_model_input  # noqa: E402
-from spinn_ros.core.progressive import run_head  # noqa: E402
-from spinn_ros.core.step_times import STEPS, TOTAL  # noqa: E402
-from spinn_ros.msg import InferenceResult  # noqa: E402
-from spinn_ros.ros import qos  # noqa: E402
-from spinn_ros.ros.harness import RosHarness, domain_id_for_run, wait_until  # noqa: E402
-from spinn_ros.ros.images import fill_image  # noqa: E402
+from spinn_ros.core.backend import BACKENDS, staged_model
+from spinn_ros.core.model_ref import load_model
+from spinn_ros.core.preprocess import to_model_input
+from spinn_ros.core.progressive import run_head
+from spinn_ros.core.step_times import STEPS, TOTAL
+from spinn_ros.msg import InferenceResult
+from spinn_ros.ros import qos
+from spinn_ros.ros.images import fill_image
+from spinn_ros.testing.bench_io import print_table, results_dir, summary_ms, write_json
+from spinn_ros.tools import launch_spec
+from spinn_ros.tools.harness import RosHarness, domain_id_for_run, wait_until
 
 CAMERA = "/bench/camera"
 STEP_COLUMNS = (*STEPS, TOTAL)

@@ -14,107 +14,36 @@ on loopback (shared memory off, so bytes really cross TCP).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import socket
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from bench.common import print_table, results_dir, summary_ms, write_json  # noqa: E402
-from spinn_ros.core import codec  # noqa: E402
-from spinn_ros.core.model_ref import load_model  # noqa: E402
-from spinn_ros.core.preprocess import to_model_input  # noqa: E402
-from spinn_ros.core.progressive import run_head  # noqa: E402
-from spinn_ros.transport.zenoh_link import DroneLink, ZenohSettings  # noqa: E402
+from spinn_ros.core import codec
+from spinn_ros.core.model_ref import load_model
+from spinn_ros.core.preprocess import to_model_input
+from spinn_ros.core.progressive import run_head
+from spinn_ros.testing.bench_io import print_table, results_dir, summary_ms, write_json
+from spinn_ros.testing.cloud import cloud_link, round_trip
+from spinn_ros.testing.frames import scene_frames
+from spinn_ros.transport.zenoh_link import DroneLink
 
 LOOPBACK_BYTES_PER_S = 550e6   # pipelined Zenoh puts over loopback, measured here (shared notes)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def cloud_link(ref: str, max_batch: int, max_wait_ms: float, certs: str = ""):
-    """A `spinn cloud` server process on a free loopback port and a DroneLink that sees it: plain TCP,
-    or with ``certs`` (a `spinn certs` directory with a drone 'bench') mutual TLS and access control."""
-    port = free_port()
-    scheme, security = ("tls", ["--certs", certs, "--allow-drone", "bench"]) if certs else ("tcp", ["--security", "plain"])
-    endpoint = f"{scheme}/127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "spinn_ros.cli", "cloud", "--checkpoint", ref, "--listen",
-                             endpoint, *security, "--max-batch", str(max_batch), "--max-wait-ms",
-                             str(max_wait_ms), "--stats-period", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    link = None
-    try:
-        if not any("serving model" in line for line in proc.stdout):
-            raise RuntimeError(f"cloud server did not start (exit {proc.wait()})")
-        tls = {"security": "mtls", "certs_dir": certs, "identity": "bench"} if certs else {}
-        link = DroneLink(ZenohSettings(connect=(endpoint,), **tls), "bench")
-        while not link.cloud_available:
-            time.sleep(0.05)
-        yield link
-    finally:
-        if link is not None:
-            link.close()
-        proc.terminate()
-        proc.wait()
-
-
-def frames(n: int, seed: int = 0) -> list[np.ndarray]:
-    """Simulator frames when the renderer is available, else structured random frames."""
-    try:
-        from spinn_ros.demo import course_frames
-
-        return [f for _, f, _ in course_frames(seed + 3, n, 128)]
-    except Exception:  # noqa: BLE001 - the simulator is optional for this benchmark
-        rng = np.random.default_rng(seed)
-        return [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(n)]
 
 
 def request_frame(model, model_id: str, split: int, x: torch.Tensor, rid: int) -> tuple[bytes, float]:
     """(wire frame, head seconds) for one frame at ``split``, as the drone node builds it."""
     head = run_head(model, x, split, 1.0, offload=True)   # threshold 1: never exit early, always offload
-    if split == 0:
-        act = (head.activation[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        return codec.encode_request(act, request_id=rid, model_id=model_id, split=0, exit_threshold=1.0,
-                                    dtype=codec.Dtype.FRAME, codec=codec.Codec.LZ4), head.compute_s
-    return codec.encode_request(head.activation, request_id=rid, model_id=model_id, split=split,
-                                exit_threshold=1.0), head.compute_s
-
-
-def round_trip(link: DroneLink, frame: bytes, timeout: float = 5.0) -> tuple[float, codec.Reply]:
-    done = threading.Event()
-    out = {}
-
-    def on_done(payload, why):
-        out["t"] = time.perf_counter()
-        out["payload"], out["why"] = payload, why
-        done.set()
-
-    t0 = time.perf_counter()
-    link.request(frame, timeout, on_done)
-    done.wait(timeout + 1)
-    if out.get("payload") is None:
-        raise RuntimeError(f"offload failed: {out.get('why')}")
-    reply = codec.decode_reply(out["payload"])
-    if not isinstance(reply, codec.Reply):
-        raise RuntimeError(f"cloud error: {reply}")
-    return out["t"] - t0, reply
+    dtype, payload = codec.wire_payload(head.activation, split, codec.Dtype.U8)
+    return codec.encode_request(payload, request_id=rid, model_id=model_id, split=split, exit_threshold=1.0,
+                                dtype=dtype), head.compute_s
 
 
 def bench_round_trips(ref: str, n: int) -> list[dict]:
     model, model_id = load_model(ref)
-    xs = [to_model_input(f, model.spec.input_size) for f in frames(n)]
+    xs = [to_model_input(f, model.spec.input_size) for f in scene_frames(n)]
     rows = []
     with cloud_link(ref, max_batch=1, max_wait_ms=0.0) as link:
         for split in range(model.num_stages):
@@ -164,7 +93,7 @@ def flood(link: DroneLink, payloads: list[bytes], requests: int, window: int) ->
 
 def bench_throughput(ref: str, split: int, batches: list[int], requests: int, window: int) -> list[dict]:
     model, model_id = load_model(ref)
-    xs = [to_model_input(f, model.spec.input_size) for f in frames(16, seed=1)]
+    xs = [to_model_input(f, model.spec.input_size) for f in scene_frames(16, seed=1)]
     payloads = [request_frame(model, model_id, split, x, i + 1)[0] for i, x in enumerate(xs)]
     rows = []
     for b in batches:

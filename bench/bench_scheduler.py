@@ -6,8 +6,8 @@ Profiles and calibration are the real ones when given; otherwise synthetic ones 
 model's geometry (device and cloud times proportional to MACs, bytes to the u8 split
 tensor, a seeded random calibration), so the timing reflects the real search size.
 
-    python -m bench.bench_scheduler                                  # small model geometry, synthetic
-    python -m bench.bench_scheduler --device profiles/<id>-<host>-device.json \\
+    python bench/bench_scheduler.py                                  # small model geometry, synthetic
+    python bench/bench_scheduler.py --device profiles/<id>-<host>-device.json \\
         --cloud profiles/<id>-<host>-cloud.json --calibration spinn_ros/models/small.calib.json
 """
 from __future__ import annotations
@@ -17,19 +17,15 @@ import time
 
 import numpy as np
 
-from bench.common import print_table, summary_ms, write_json
 from spinn_ros.core.calibration import Calibration, build_calibration, load_calibration
 from spinn_ros.core.model import build_model
-from spinn_ros.core.profiler import load_profile, synthetic_profile
-from spinn_ros.core.scheduler import STRATEGIES, Conditions, PerformanceModel, Scheduler
+from spinn_ros.core.performance import PerformanceModel
+from spinn_ros.core.prediction import Conditions
+from spinn_ros.core.profile import load_profile, synthetic_profile
+from spinn_ros.core.scheduler import STRATEGIES, Scheduler
 from spinn_ros.core.sla import default_sla_path, load_sla
-
-CONDITIONS = {
-    "fast (100 Mbit/s, 10 ms)": Conditions(bandwidth_mbps=100.0, rtt_ms=10.0),
-    "slow (2 Mbit/s, 80 ms)": Conditions(bandwidth_mbps=2.0, rtt_ms=80.0),
-    "lossy (20 Mbit/s, 30 ms, 20 %)": Conditions(bandwidth_mbps=20.0, rtt_ms=30.0, loss_rate=0.2),
-    "outage": Conditions(bandwidth_mbps=20.0, rtt_ms=30.0, cloud_alive=False),
-}
+from spinn_ros.testing.bench_io import print_table, summary_ms, write_json
+from spinn_ros.testing.conditions import CONDITIONS
 
 
 def synthetic_inputs(size: str, device_gmacs: float, cloud_gmacs: float, seed: int = 0) -> PerformanceModel:

@@ -1,6 +1,6 @@
 """SPINN against its baselines, live over an emulated drone-cloud link (issue 5: the performance claim).
 
-Topology (as test/test_monitor.py): this process, the drone node and the monitor run on the
+Topology (as test/system/test_monitor.py): this process, the drone node and the monitor run on the
 *drone* side of an EmulatedLink (DDS on that namespace's loopback), ``spinn cloud`` on the
 *cloud* side; Zenoh crosses the veth pair whose rate and RTT the sweep sets. This process
 publishes labelled test-set frames as the camera and collects every final result.
@@ -13,8 +13,8 @@ publishes labelled test-set frames as the camera and collects every final result
             re-planning is judged against the best of these static plans and device-only
 
 Slower drone: the drone node's ``emulate.slowdown`` sleep-pads the head (and any tail run on
-the drone) to K times the device profile's time for the stages it ran, and the monitor's
-``device_slowdown`` tells the planner the same K. A CPU quota is no good for this
+the drone) to K times the device profile's time for the stages it ran, and the
+monitor reads that K from the drone and plans for it. A CPU quota is no good for this
 (docs/scheduler.md: cgroup periods of 10-100 ms either run a 1 ms stage at full speed or
 stall it a whole period). Default K = 20, the main job's (``spinn fly``) drone: a small
 flight computer (one Cortex-A53/A57-class core, single-threaded) next to one core of this
@@ -59,20 +59,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from bench.common import percentile, print_table, results_dir, write_json  # noqa: E402
-from spinn_ros import launch_spec  # noqa: E402
-from spinn_ros.core.checkpoint import calibration_path, checkpoint_path  # noqa: E402
-from spinn_ros.core.model_ref import load_model  # noqa: E402
-from spinn_ros.core.on_time import Answered, CameraFrame, score_commands  # noqa: E402
-from spinn_ros.core.profiler import find_profile  # noqa: E402
-from spinn_ros.core.scheduler import STRATEGIES  # noqa: E402
-from spinn_ros.core.sla import OBJECTIVES, default_sla_path, load_sla  # noqa: E402
-from spinn_ros.linkemu import EmulatedLink, LinkEmuUnavailable, Trace, pid_prefix, require_root  # noqa: E402
-from spinn_ros.mission import DEFAULT_SLOWDOWN  # noqa: E402
+from spinn_ros.core.checkpoint import calibration_path, checkpoint_path
+from spinn_ros.core.model_ref import load_model
+from spinn_ros.core.on_time import Answered, CameraFrame, score_commands
+from spinn_ros.core.profile import find_profile
+from spinn_ros.core.scheduler import STRATEGIES
+from spinn_ros.core.sla import OBJECTIVES, default_sla_path, load_sla
+from spinn_ros.core.stats import percentile
+from spinn_ros.linkemu import EmulatedLink, LinkEmuUnavailable, Trace, pid_prefix
+from spinn_ros.testing.bench_io import print_table, results_dir, write_json
+from spinn_ros.testing.linkemu import require_root
+from spinn_ros.tools import launch_spec
+from spinn_ros.tools.fly.cli import DEFAULT_SLOWDOWN
 
 REPO = Path(__file__).resolve().parents[1]
 BANDWIDTHS = (1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0)
@@ -109,7 +109,7 @@ def load_frames(count: int, seed: int = 0) -> LabelledFrames:
     if not path.is_file():
         out = Path(tempfile.mkdtemp(prefix="spinn_bench_data_"))
         print(f"{path} missing: rendering a small test split into {out} ...", flush=True)
-        subprocess.run([sys.executable, "-m", "spinn_ros.cli", "gen-data", "--out", str(out), "--splits", "test",
+        subprocess.run([sys.executable, "-m", "spinn_ros.tools.cli", "gen-data", "--out", str(out), "--splits", "test",
                         "--worlds", "12", "--quiet"], check=True)
         path = out / "test.npz"
     data = load_dataset(path)
@@ -243,7 +243,7 @@ class LiveSystem:
         self.monitor_exit_codes: list[int] = []
 
     def start_cloud(self) -> None:
-        proc = self.link.popen("cloud", [sys.executable, "-m", "spinn_ros.cli", "cloud", "--checkpoint",
+        proc = self.link.popen("cloud", [sys.executable, "-m", "spinn_ros.tools.cli", "cloud", "--checkpoint",
                                          self.setup.checkpoint, "--listen", f"tcp/{self.link.cloud_ip}:{PORT}",
                                          "--security", "plain", "--stats-period", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -267,7 +267,7 @@ class LiveSystem:
         s = self.setup
         (spec,) = launch_spec.monitor(overrides={
             "strategy": strategy, "checkpoint": s.checkpoint, "profiles_dir": s.profiles_dir,
-            "frame_rate_hz": s.camera_hz, "deadline_ms": s.deadline_ms, "device_slowdown": s.slowdown,
+            "frame_rate_hz": s.camera_hz,
             **({"sla": s.sla} if s.sla else {}), **self.zenoh})
         self.monitor_started = time.monotonic()
         self.monitor = self.ros.start(spec)
@@ -827,7 +827,7 @@ def parse_args(argv=None):
                     "nothing; ~10 s more per condition) instead of one per strategy and RTT")
     ap.add_argument("--camera-hz", type=float, default=60.0)
     ap.add_argument("--slowdown", type=float, default=DEFAULT_SLOWDOWN, help="drone compute vs the device profile "
-                    "(emulate.slowdown on the drone, device_slowdown for the planner; default: spinn fly's)")
+                    "(emulate.slowdown on the drone, which the monitor reads; default: spinn fly's)")
     ap.add_argument("--deadline-ms", type=float, default=200.0, help="the drone's cloud.deadline_ms")
     ap.add_argument("--miss-slack-ms", type=float, default=50.0, help="a final later than deadline + this is a miss")
     ap.add_argument("--frames", type=int, default=1500, help="test frames cycled by the camera")
@@ -855,7 +855,7 @@ def settings_record(opts, frames: LabelledFrames, model_files: dict, sla, runtim
                     speed: list[dict], rows: list[dict]) -> dict:
     return {
         "slower drone": f"emulate.slowdown={opts.slowdown:g} on the drone node (head compute sleep-padded to "
-                        f"{opts.slowdown:g}x its measured time) and device_slowdown={opts.slowdown:g} for the planner; "
+                        f"{opts.slowdown:g}x its measured time), read by the monitor from the drone; "
                         "~ a small flight computer's core vs one core of this VM; the cloud runs at full speed",
         "camera": f"{opts.camera_hz:g} Hz, 128x128 rgb8 frames of {frames.source}",
         "windows": f"{opts.measure_s:g} s per condition after the plan settled (>= {opts.settle_min_s:g} s, plan "
@@ -897,7 +897,7 @@ def main(argv=None) -> int:
     print(f"{sum(map(len, groups))} conditions x {len(opts.strategies)} strategies; model {model_files['model_id']}; "
           f"camera {opts.camera_hz:g} Hz; slowdown {opts.slowdown:g}", flush=True)
 
-    from spinn_ros.ros.harness import RosHarness, domain_id_for_run, wait_until
+    from spinn_ros.tools.harness import RosHarness, domain_id_for_run, wait_until
 
     with EmulatedLink(prefix=pid_prefix("spbench"), rate_mbit=groups[0][0][0], rtt_ms=groups[0][0][1]) as link:
         with link.enter("drone"):

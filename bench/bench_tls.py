@@ -16,24 +16,23 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from bench.bench_offload import cloud_link, frames, round_trip  # noqa: E402
-from bench.common import print_table, summary_ms, write_json  # noqa: E402
-from spinn_ros.certs import ensure_certs  # noqa: E402
-from spinn_ros.core import codec  # noqa: E402
-from spinn_ros.core.model_ref import load_model  # noqa: E402
-from spinn_ros.core.preprocess import to_model_input  # noqa: E402
-from spinn_ros.core.progressive import run_head  # noqa: E402
+from spinn_ros.core import codec
+from spinn_ros.core.model_ref import load_model
+from spinn_ros.core.preprocess import to_model_input
+from spinn_ros.core.progressive import run_head
+from spinn_ros.testing.bench_io import print_table, summary_ms, write_json
+from spinn_ros.testing.cloud import cloud_link, round_trip
+from spinn_ros.testing.frames import scene_frames
+from spinn_ros.tools.certs import ensure_certs
 
 
 def request_frames(ref: str, split: int, n: int) -> list[bytes]:
     """The drone's wire frames (u8-lz4) for ``n`` simulator frames at ``split``."""
     model, model_id = load_model(ref)
     out = []
-    for i, f in enumerate(frames(min(n, 50))):
+    for i, f in enumerate(scene_frames(min(n, 50))):
         head = run_head(model, to_model_input(f, model.spec.input_size), split, 1.0, offload=True)
         out.append(codec.encode_request(head.activation, request_id=i + 1, model_id=model_id, split=split,
                                         exit_threshold=1.0, dtype=codec.Dtype.U8, codec=codec.Codec.LZ4))

@@ -39,9 +39,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import write_json  # noqa: E402
+from spinn_ros.testing.bench_io import write_json
 
 PORT = 7447
 FRAME_RATE = 15.0
@@ -136,9 +134,9 @@ class Camera:
     def __init__(self, ros, topic: str):
         from sensor_msgs.msg import Image
 
-        from spinn_ros.demo import course_frames
         from spinn_ros.msg import InferenceResult
         from spinn_ros.ros import qos
+        from spinn_ros.tools.demo import course_frames
 
         self.frames = [f for _, f, _ in course_frames(5, 40, 128)]
         self.pub = ros.node.create_publisher(Image, topic, qos.SENSOR)
@@ -216,7 +214,7 @@ def burst(link, certs: str, n: int, window: int = 64) -> dict:
     from spinn_ros.core.model_ref import load_model
     from spinn_ros.core.preprocess import to_model_input
     from spinn_ros.core.progressive import run_head
-    from spinn_ros.demo import course_frames
+    from spinn_ros.tools.demo import course_frames
     from spinn_ros.transport.zenoh_link import DroneLink, ZenohSettings
 
     model, model_id = load_model("default")
@@ -267,11 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= opts.first_outage_s < min(opts.warmup_s, opts.minutes * 60):
         ap.error(f"--first-outage-s must be in [0, --warmup-s) and shorter than the soak, got {opts.first_outage_s}")
 
-    from spinn_ros import launch_spec
-    from spinn_ros.certs import ensure_certs
-    from spinn_ros.launch_spec import FLIGHT_SPLIT, FLIGHT_THRESHOLD
-    from spinn_ros.linkemu import EmulatedLink, Trace, pid_prefix, require_root
-    from spinn_ros.ros.harness import RosHarness, domain_id_for_run
+    from spinn_ros.linkemu import EmulatedLink, Trace, pid_prefix
+    from spinn_ros.testing.linkemu import require_root
+    from spinn_ros.tools import launch_spec
+    from spinn_ros.tools.certs import ensure_certs
+    from spinn_ros.tools.harness import RosHarness, domain_id_for_run
+    from spinn_ros.tools.launch_spec import FLIGHT_SPLIT, FLIGHT_THRESHOLD
 
     require_root()
     # SIGTERM unwinds like Ctrl-C: the nodes stopped, the namespaces and veths removed
@@ -279,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     certs = tempfile.mkdtemp(prefix="spinn-soak-certs-")
     with EmulatedLink(prefix=pid_prefix("spsoak"), rate_mbit=100, rtt_ms=10) as link:
         ensure_certs(Path(certs), ["default", BURST_DRONE], [link.cloud_ip])
-        cloud = link.popen("cloud", [sys.executable, "-m", "spinn_ros.cli", "cloud", "--listen",
+        cloud = link.popen("cloud", [sys.executable, "-m", "spinn_ros.tools.cli", "cloud", "--listen",
                                      f"tls/{link.cloud_ip}:{PORT}", "--certs", certs, "--allow-drone",
                                      f"default,{BURST_DRONE}", "--stats-period", "0"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -292,8 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                     **zenoh, "cloud.deadline_ms": DEADLINE_MS, "emulate.slowdown": 4.0, "follow_plans": False,
                     "split_point": FLIGHT_SPLIT, "exit_threshold": FLIGHT_THRESHOLD})
                 monitor = launch_spec.NodeSpec(**{**monitor.__dict__, "params": {
-                    **monitor.params, **zenoh, "deadline_ms": DEADLINE_MS, "device_slowdown": 4.0,
-                    "frame_rate_hz": FRAME_RATE}})
+                    **monitor.params, **zenoh, "frame_rate_hz": FRAME_RATE}})
                 procs = {"drone": ros.start(drone), "monitor": ros.start(monitor)}
                 camera = Camera(ros, "/camera")
                 ros.wait_matched(camera.pub, timeout=60)

@@ -3,10 +3,10 @@
 
 The simulator node (PyFlyt quadrotor, obstacle course, onboard camera) with topics
 named like a gz-sim X3 behind ros_gz_bridge (docs/simulation.md). The node, params
-file and arguments come from spinn_ros.launch_spec, which `spinn launch sim ...`
+file and arguments come from spinn_ros.tools.launch_spec, which `spinn launch sim ...`
 uses too on machines without ros2 launch.
 """
-from spinn_ros.launch_spec import launch_description
+from spinn_ros.tools.launch_spec import launch_description
 
 
 def generate_launch_description():

@@ -2,10 +2,11 @@
 # System packages for link emulation (spinn_ros.linkemu): network namespaces and tbf
 # (iproute2), loss and NFQUEUE rules (iptables), and what the NetfilterQueue sdist builds
 # against (libnetfilter-queue-dev, a C compiler, Python headers); shellcheck, which
-# test/test_deployment.py runs on every shell script; openssl for `spinn certs` (the
+# test/system/test_deployment.py runs on every shell script; openssl for `spinn certs` (the
 # secured drone<->cloud link's certificates).
 # Idempotent: installs only what is missing, and runs `apt-get update` only then.
-# The Python side: pip install -r requirements-linkemu.txt
+# The Python side: pip install ".[linkemu]" (NetfilterQueue; scripts/setup_env.sh installs
+# it from requirements.lock once libnetfilter-queue-dev is there).
 set -euo pipefail
 
 PACKAGES=(iproute2 iptables libnetfilter-queue-dev build-essential python3-dev shellcheck openssl)

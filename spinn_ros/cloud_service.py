@@ -21,11 +21,10 @@ from typing import Callable
 
 import torch
 
-from .certs import CLOUD, DEFAULT_DIR
 from .core.backend import BACKENDS, DEFAULT_BACKEND, staged_model
 from .core.model_ref import load_model
 from .core.tail_server import TailServer
-from .transport.zenoh_link import SECURITY, CloudEndpoint, IncomingQuery, ZenohSettings
+from .transport.zenoh_link import CLOUD_IDENTITY, DEFAULT_CERTS_DIR, SECURITY, CloudEndpoint, IncomingQuery, ZenohSettings
 
 
 class CloudService:
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--key-prefix", default="spinn")
     ap.add_argument("--security", choices=SECURITY, default="mtls",
                     help="mtls (default): TLS with client certificates and per-drone access control; plain: none")
-    ap.add_argument("--certs", default=os.environ.get("SPINN_CERTS", DEFAULT_DIR),
+    ap.add_argument("--certs", default=os.environ.get("SPINN_CERTS", DEFAULT_CERTS_DIR),
                     help="certificate directory (spinn certs; default $SPINN_CERTS, else %(default)s)")
     ap.add_argument("--allow-drone", action="append", default=[],
                     help="a drone allowed in (its cert's CN; repeatable or comma-separated; default: default)")
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = ZenohSettings(mode=opts.mode, listen=tuple(opts.listen), connect=tuple(opts.connect),
                                  key_prefix=opts.key_prefix, security=opts.security, certs_dir=opts.certs,
-                                 identity=CLOUD, allowed_drones=drones)
+                                 identity=CLOUD_IDENTITY, allowed_drones=drones)
         if opts.security == "plain":
             print("spinn cloud: WARNING: --security plain: no authentication, no access control", flush=True)
         service = CloudService(opts.checkpoint, settings, opts.name, max_batch=opts.max_batch,

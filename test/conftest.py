@@ -1,4 +1,6 @@
-"""Shared fixtures. Every ROS test runs real nodes as separate processes over DDS."""
+"""Shared fixtures. Tests are layered like the code: unit/ (no rclpy, no processes: the fast inner
+loop), ros/ (real nodes as separate processes over DDS, Zenoh sessions), system/ (network
+namespaces, flights, installs). Every ROS test runs real nodes as separate processes over DDS."""
 from __future__ import annotations
 
 import os
@@ -19,7 +21,17 @@ TEST_DRONES = ("default", "d1", "d2", "fuzzer", "rogue", "drone1", "launch_test_
 LINKEMU_CLOUD_IP = "10.77.0.2"
 
 
-@pytest.fixture(scope="session", autouse=True)
+UNIT_TESTS = Path(__file__).resolve().parent / "unit"
+
+
+@pytest.fixture(autouse=True)
+def _secured_link(request):
+    """Every test that may start a node gets the run's certificates (unit tests start none)."""
+    if UNIT_TESTS not in request.path.parents:
+        request.getfixturevalue("certs")
+
+
+@pytest.fixture(scope="session")
 def certs(tmp_path_factory) -> Path:
     """The link is secured by default: one CA and certificates for every test drone (and monitor), made
     with `spinn certs` and handed to every node this run starts through $SPINN_CERTS (the default of
@@ -27,7 +39,7 @@ def certs(tmp_path_factory) -> Path:
     import subprocess
 
     out = tmp_path_factory.mktemp("certs")
-    subprocess.run([sys.executable, "-m", "spinn_ros.cli", "certs", "--out", str(out), "--drone", ",".join(TEST_DRONES),
+    subprocess.run([sys.executable, "-m", "spinn_ros.tools.cli", "certs", "--out", str(out), "--drone", ",".join(TEST_DRONES),
                     "--san", LINKEMU_CLOUD_IP], check=True, capture_output=True)
     os.environ["SPINN_CERTS"] = str(out)
     return out
@@ -40,8 +52,9 @@ def planner():
     from spinn_ros.core.calibration import load_calibration
     from spinn_ros.core.checkpoint import calibration_path, default_checkpoint_path
     from spinn_ros.core.model_ref import load_model
-    from spinn_ros.core.profiler import find_profile, load_profile
-    from spinn_ros.core.scheduler import PerformanceModel, Scheduler
+    from spinn_ros.core.performance import PerformanceModel
+    from spinn_ros.core.profile import find_profile, load_profile
+    from spinn_ros.core.scheduler import Scheduler
     from spinn_ros.core.sla import load_sla
 
     if not default_checkpoint_path().exists():
@@ -57,7 +70,7 @@ def planner():
 def ros():
     """A RosHarness on this run's domain; on teardown every node must have exited
     cleanly (status 0 after SIGINT) and no FastDDS shared-memory file may be left."""
-    from spinn_ros.ros.harness import RosHarness, domain_id_for_run, fastdds_shm_files, orphaned_shm_files
+    from spinn_ros.tools.harness import RosHarness, domain_id_for_run, fastdds_shm_files, orphaned_shm_files
 
     before = fastdds_shm_files()
     harness = RosHarness(domain_id_for_run())
@@ -79,12 +92,12 @@ def ros():
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item, nextitem):
     """A ``netns`` test after another test started DDS in this process runs as its own pytest
-    process (see spinn_ros.ros.harness.dds_started: FastDDS keeps the host identity of the
+    process (see spinn_ros.tools.harness.dds_started: FastDDS keeps the host identity of the
     namespace where it first started, so this process could not see the nodes it spawns on the
     emulated drone). Its outcome and output are reported here as the test's own."""
     if item.get_closest_marker("netns") is None:
         return None
-    from spinn_ros.ros.harness import dds_started
+    from spinn_ros.tools.harness import dds_started
 
     if not dds_started():
         return None

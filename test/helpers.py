@@ -1,30 +1,14 @@
 """Helpers shared by the process-level test files."""
 from __future__ import annotations
 
-import socket
 import time
 
 import numpy as np
 from sensor_msgs.msg import Image
 
-from spinn_ros.ros.harness import wait_until
 from spinn_ros.ros.images import fill_image
-
-
-def synthetic_frames(n: int, seed: int = 0, size=(128, 128)) -> list[np.ndarray]:
-    """Structured RGB frames: a sky/ground gradient with random boxes (not pure noise)."""
-    rng = np.random.default_rng(seed)
-    h, w = size
-    frames = []
-    for _ in range(n):
-        img = np.zeros((h, w, 3), np.uint8)
-        img[: h // 2] = rng.integers(120, 220, 3)
-        img[h // 2:] = rng.integers(30, 120, 3)
-        for _ in range(rng.integers(1, 5)):
-            x0, y0 = rng.integers(0, w - 8), rng.integers(0, h - 8)
-            img[y0: y0 + rng.integers(8, h // 2), x0: x0 + rng.integers(8, w // 2)] = rng.integers(0, 255, 3)
-        frames.append(img)
-    return frames
+from spinn_ros.testing.frames import synthetic_frames
+from spinn_ros.tools.harness import wait_until
 
 
 def as_encoding(rgb: np.ndarray, encoding: str) -> np.ndarray:
@@ -145,13 +129,6 @@ def parameter_setter(node, target: str, timeout: float = 20.0):
         return fut.result().results[0]
 
     return set_params
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (for a test's own Zenoh endpoint)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FrameAccounting:

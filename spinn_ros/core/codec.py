@@ -1,5 +1,8 @@
 """The offload wire format: one versioned, checksummed binary frame per message.
 
+(Over 450 lines on purpose: the format, its limits and every check on it stay in one file, so
+that a reader sees the whole wire contract at once; docs/wire-format.md describes the same.)
+
 The drone sends a *request* (the activation crossing a split point, quantised and
 compressed); the cloud answers with a *reply* (which exit answered and its outputs,
 plus server timings) or an *error reply* naming what was wrong. The layout is
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 import zstandard
 
+from spinn_ros.core.encodings import WIRE_ENCODINGS
 from spinn_ros.core.preprocess import to_model_input
 
 MAGIC = b"SPNN"
@@ -60,6 +64,29 @@ class Codec(enum.IntEnum):
     NONE = 0
     LZ4 = 1     # LZ4 block, no size prefix (the shape gives the size)
     ZSTD = 2    # one zstd frame that records its content size
+
+
+def parse_encoding(name: str) -> tuple[Dtype, Codec]:
+    """An encoding name (encodings.WIRE_ENCODINGS) -> its wire enums: 'u8-lz4' -> (Dtype.U8, Codec.LZ4).
+    Split 0 ships the camera frame itself (Dtype.FRAME) whatever the name: see wire_payload."""
+    if name not in WIRE_ENCODINGS:
+        raise ValueError(f"unknown encoding {name!r}; choose one of {', '.join(WIRE_ENCODINGS)}")
+    dtype, compression = name.split("-")
+    return Dtype[dtype.upper()], Codec[compression.upper()]
+
+
+def input_as_frames(x: torch.Tensor) -> np.ndarray:
+    """Model input (B, 3, S, S) in [0, 1] -> (B, S, S, 3) rgb8 frames: what split 0 (the
+    cloud-only path) ships, the model-sized camera frame itself (exact for S x S frames)."""
+    return x.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def wire_payload(act, split: int, dtype: Dtype) -> tuple[Dtype, object]:
+    """(dtype, payload) the drone encodes at ``split``: the activation as it is, except at split 0,
+    where it is the model-sized frame (Dtype.FRAME) whatever the encoding's dtype."""
+    if split == 0:
+        return Dtype.FRAME, input_as_frames(act)[0]
+    return dtype, act
 
 
 class ErrorCode(enum.IntEnum):

@@ -178,8 +178,12 @@ class DroNetController:
             return Command(0.0, self._yaw, stamp_ns, "stop")
         self._before_last = (self._speed, self._yaw, self._stop_held, self._search)
         self._last_stamp_ns = stamp_ns
-        p = min(max(collision_prob, 0.0), 1.0)
-        s = min(max(steering, -1.0), 1.0)
+        # an answer that is not a number says nothing: stop (p = 1) and steer straight, rather than
+        # let NaN through the clamps into the filters, where it would stay until the next hover
+        p = 1.0 if math.isnan(collision_prob) else min(max(collision_prob, 0.0), 1.0)
+        s = 0.0 if math.isnan(steering) else min(max(steering, -1.0), 1.0)
+        if heading_error is not None and math.isnan(heading_error):
+            heading_error = None
         p_recent = self._remember_p(stamp_ns, p)
         target_yaw = -s * c.max_yaw_rate            # steering > 0 means "turn right"
         stopping = p >= c.critical_collision or (provisional and self._stop_held)

@@ -17,11 +17,14 @@ import torch
 
 from .model import EarlyExitNet
 
+#: a drone as fast as the machine its profile was measured on (no emulation)
+NO_SLOWDOWN = 1.0
+
 
 class SlowerDevice:
     def __init__(self, model: EarlyExitNet, factor: float, profile=None, runs: int = 20):
-        """``profile``: a device :class:`~spinn_ros.core.profiler.Profile` of this model (None: measure)."""
-        if factor < 1.0:
+        """``profile``: a device :class:`~spinn_ros.core.profile.Profile` of this model (None: measure)."""
+        if not factor >= 1.0:          # (NaN fails this too)
             raise ValueError(f"slowdown factor must be >= 1, got {factor}")
         self.model, self.factor = model, factor
         self.stage_s = [0.0] * model.num_stages

@@ -34,13 +34,14 @@ from typing import Any, Callable, Protocol
 import torch
 
 from . import codec
+from .codec import parse_encoding
 from .device_emulation import SlowerDevice
+from .encodings import DEFAULT_WIRE_ENCODING
 from .frame_slot import LatestSlot
 from .model import EarlyExitNet
 from .offload import InFlight, OffloadTracker
 from .plan import PLAIN_NETWORK, RACE, Plan
 from .preprocess import UnsupportedImage
-from .profiler import DEFAULT_ENCODING, parse_encoding
 from .progressive import ExitDecision, HeadResult, first_exit_answer, run_head, run_stages, run_tail
 
 #: an offload needs at least this much of its frame's budget left to have a chance
@@ -60,7 +61,7 @@ class Settings:
     deadline_ms: float = 200.0     # latency budget per frame from its arrival
     late_grace_ms: float = 500.0   # a query stays open this long past its deadline (to count late replies)
     max_in_flight: int = 4
-    encoding: str = DEFAULT_ENCODING  # a profiler.ENCODINGS name
+    encoding: str = DEFAULT_WIRE_ENCODING  # an encodings.WIRE_ENCODINGS name
 
 
 @dataclass
@@ -284,9 +285,8 @@ class DroneEngine:
     def _request_bytes(self, request_id: int, plan: Plan, act: torch.Tensor, settings: Settings,
                        remaining_s: float) -> bytes:
         dtype, compression = parse_encoding(settings.encoding)
-        if plan.split == 0:   # the raw-frame path sends the (model-sized) frame itself
-            dtype, act = codec.Dtype.FRAME, (act[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        return codec.encode_request(act, request_id=request_id, model_id=self.model_id, split=plan.split,
+        dtype, payload = codec.wire_payload(act, plan.split, dtype)
+        return codec.encode_request(payload, request_id=request_id, model_id=self.model_id, split=plan.split,
                                     exit_threshold=plan.threshold, dtype=dtype, codec=compression,
                                     budget_ms=max(remaining_s, 0.0) * 1e3)
 

@@ -4,7 +4,7 @@ Inputs are the drone's results (per offload: bytes on the wire and ``network_ms`
 round trip minus cloud compute and queueing; a fallback with bytes sent = a failed
 or expired offload), small probes (round trips, optionally with a payload), and the
 cloud's load reports. Outputs are the ``LinkState`` fields and the scheduler's
-:class:`~spinn_ros.core.scheduler.Conditions`.
+:class:`~spinn_ros.core.prediction.Conditions`.
 
 :class:`ChangeDetector` says when the estimates moved enough to re-plan: relative
 thresholds with a floor (tiny values do not flap), hysteresis (a deviation must fall
@@ -226,7 +226,7 @@ class LinkEstimator:
 
     def conditions(self, **settings):
         """Scheduler conditions now; ``settings``: frame_rate_hz, deadline_ms, encoding, device_slowdown, ..."""
-        from .scheduler import Conditions
+        from .prediction import Conditions
 
         queue_ms = self.cloud_queue_ms.value
         return Conditions.from_link_state(_Fields(self.link_state_fields()),

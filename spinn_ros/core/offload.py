@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import math
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,6 +42,7 @@ class OffloadCounters:
     skipped_full: int = 0          # not offloaded: max in flight
     skipped_no_cloud: int = 0      # not offloaded: no cloud alive
     skipped_late: int = 0          # not offloaded: the head left too little of the frame's budget
+    expire_errors: int = 0         # on_expire raised (logged; the watchdog went on)
 
 
 class OffloadTracker:
@@ -137,7 +141,11 @@ class OffloadTracker:
                     if math.isfinite(wait_s):
                         self._cond.wait(wait_s)
                     continue
-            self._on_expire(job)
+            try:
+                self._on_expire(job)
+            except Exception:  # noqa: BLE001 - one frame's failure must not end every later deadline
+                self.counters.expire_errors += 1
+                log.exception("expiring offload %d failed; the deadline watchdog goes on", job.request_id)
 
     def close(self) -> list[InFlight]:
         """Stop the watchdog; returns what was still in flight (the node finishes those frames)."""

@@ -1,4 +1,4 @@
-"""ONNX files of a model: one per stage and one per exit head, with a manifest (``spinn export``).
+"""ONNX files of a model: one per stage and one per exit head, with a manifest (``spinn export``: spinn_ros/tools/export.py).
 
 Why per stage and per exit, not one file per split-aware segment: the monitor moves the
 split and the threshold at run time, and a frame leaves at whichever exit is confident
@@ -22,14 +22,11 @@ the ``onnxruntime`` backend looks, and exports to on first use.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -165,49 +162,3 @@ def ensure_exported(model, model_id: str, out_dir=None, log: Callable[[str], Non
     except ExportError as exc:
         log(f"exporting model {model_id} to ONNX in {out_dir} ({exc})")
     return out_dir, export_model(model, model_id, out_dir)
-
-
-# ---------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="spinn export",
-        description="Export every stage and exit head of a model to ONNX (dynamic batch, opset "
-                    f"{OPSET}, checked with onnx.checker) with a manifest tied to the model id.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    ap.add_argument("--checkpoint", default="default", help="'default', a checkpoint path, or random:<size>:<seed>")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="output directory (default: <cache>/onnx/<model_id>, where the onnxruntime backend looks)")
-    ap.add_argument("--quiet", action="store_true", help="no progress lines")
-    return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
-    from .model_ref import load_model
-
-    try:
-        model, model_id = load_model(args.checkpoint)
-    except (OSError, ValueError) as exc:
-        print(f"spinn export: {exc}", file=sys.stderr)
-        return 2
-    out = args.out or default_export_dir(model_id)
-    say(f"exporting model {model_id} ({model.spec.name}: {model.num_stages} stages, {model.num_exits} exits) to {out}")
-    t0 = time.perf_counter()
-    try:
-        manifest = export_model(model, model_id, out, progress=say)
-    except (OSError, ExportError) as exc:
-        print(f"spinn export: {exc}", file=sys.stderr)
-        return 1
-    say(f"wrote {len(manifest['stages']) + len(manifest['exits'])} ONNX files + {MANIFEST} in "
-        f"{time.perf_counter() - t0:.1f} s (opset {OPSET}, dynamic batch, onnx.checker passed)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

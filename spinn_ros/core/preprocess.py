@@ -10,7 +10,7 @@ import torch
 from torch.nn import functional as F
 
 #: encoding -> (channels, channel order to get RGB)
-ENCODINGS: dict[str, tuple[int, tuple[int, ...] | None]] = {
+IMAGE_ENCODINGS: dict[str, tuple[int, tuple[int, ...] | None]] = {
     "rgb8": (3, None),
     "bgr8": (3, (2, 1, 0)),
     "mono8": (1, None),
@@ -26,9 +26,9 @@ def pixels_from_buffer(data, height: int, width: int, step: int, encoding: str) 
 
     ``step`` may include row padding; the view then skips it.
     """
-    if encoding not in ENCODINGS:
-        raise UnsupportedImage(f"unsupported encoding {encoding!r}; accepted: {', '.join(ENCODINGS)}")
-    channels, _ = ENCODINGS[encoding]
+    if encoding not in IMAGE_ENCODINGS:
+        raise UnsupportedImage(f"unsupported encoding {encoding!r}; accepted: {', '.join(IMAGE_ENCODINGS)}")
+    channels, _ = IMAGE_ENCODINGS[encoding]
     if height <= 0 or width <= 0:
         raise UnsupportedImage(f"empty image {width}x{height}")
     if step < width * channels:
@@ -42,9 +42,9 @@ def pixels_from_buffer(data, height: int, width: int, step: int, encoding: str) 
 
 def to_model_input(pixels: np.ndarray, size: int, encoding: str = "rgb8") -> torch.Tensor:
     """HxWxC (or BxHxWxC) uint8 -> (B, 3, size, size) float32 RGB in [0, 1]."""
-    if encoding not in ENCODINGS:
-        raise UnsupportedImage(f"unsupported encoding {encoding!r}; accepted: {', '.join(ENCODINGS)}")
-    channels, order = ENCODINGS[encoding]
+    if encoding not in IMAGE_ENCODINGS:
+        raise UnsupportedImage(f"unsupported encoding {encoding!r}; accepted: {', '.join(IMAGE_ENCODINGS)}")
+    channels, order = IMAGE_ENCODINGS[encoding]
     if pixels.ndim == 3:
         pixels = pixels[None]
     if pixels.ndim != 4 or pixels.shape[-1] != channels:

@@ -14,7 +14,8 @@ import math
 import threading
 
 from .estimators import ChangeDetector, LinkEstimator
-from .scheduler import Conditions, Decision, Scheduler
+from .prediction import Conditions
+from .scheduler import Decision, Scheduler
 
 
 class Replanner:

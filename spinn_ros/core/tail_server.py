@@ -95,6 +95,9 @@ class TailServer:
             respond(codec.error_reply_for(exc))
             return
         with self._cond:
+            if self._closed:                  # no worker will take it: answer now, not at the drone's timeout
+                respond(codec.encode_error(codec.ErrorCode.OVERLOADED, "server shutting down", req.request_id))
+                return
             if len(self._queue) >= self.max_queue:
                 self.stats.overloaded += 1
                 respond(codec.encode_error(codec.ErrorCode.OVERLOADED, f"queue full ({self.max_queue})",

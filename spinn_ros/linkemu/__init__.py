@@ -11,14 +11,10 @@ from .link import (
     LinkEvent,
     LinkState,
     link_emulation_problem,
-    pid_prefix,
-    remove_stale,
-    require_root,
 )
+from .netns import NetnsSwitch, entered, pid_prefix, remove_stale
 from .trace import Segment, Trace, TracePlayer, TraceStep
 
 __all__ = [
-    "EmulatedLink", "LinkEmuError", "LinkEmuUnavailable", "LinkEvent", "LinkState", "Segment",
-    "Trace", "TracePlayer", "TraceStep", "link_emulation_problem", "pid_prefix", "remove_stale",
-    "require_root",
-]
+    "EmulatedLink", "NetnsSwitch", "entered", "LinkEmuError", "LinkEmuUnavailable", "LinkEvent", "LinkState", "Segment",
+    "Trace", "TracePlayer", "TraceStep", "link_emulation_problem", "pid_prefix", "remove_stale"]

@@ -16,39 +16,34 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import dataclasses
 import functools
 import ipaddress
 import os
-import re
-import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Sequence
 
 from .delay import DelayController
+from .netns import (
+    SIDES,
+    LinkEmuError,
+    LinkEmuUnavailable,
+    delete_netns,
+    entered,
+    list_netns,
+    sh,
+    sh_parallel,
+)
 
-SIDES = ("drone", "cloud")
 DEV = "emu0"
 LOSS_CHAIN = "SPINN_LOSS"
 QUEUE_NUM = 7
 IPTABLES_CANDIDATES = ("iptables", "iptables-legacy")  # nft backend first, legacy as fallback
-ALLOW_NO_ROOT_ENV = "SPINN_ALLOW_NO_ROOT"
-CMD_TIMEOUT_S = 15.0
-
-
-class LinkEmuError(RuntimeError):
-    """A command needed for link emulation failed; the message shows the command and stderr."""
-
-
-class LinkEmuUnavailable(LinkEmuError):
-    """This machine (or user) cannot emulate links: not root, or a kernel feature is missing."""
 
 
 @dataclass(frozen=True)
@@ -83,84 +78,6 @@ class LinkEvent:
     state: LinkState
     source: str = "set"  # "setup", "set", "outage", "restore", "trace", ...
     planned_t: float | None = None  # for trace steps: when it was due (monotonic)
-
-
-# --------------------------------------------------------------------------- commands
-def sh(argv: Sequence[str], *, check: bool = True, timeout: float = CMD_TIMEOUT_S,
-       env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a command, capturing output; on failure (with ``check``) raise LinkEmuError naming
-    the command and its stderr."""
-    return sh_parallel([argv], check=check, timeout=timeout, env=env)[0]
-
-
-def sh_parallel(commands: Sequence[Sequence[str]], *, check: bool = True, timeout: float = CMD_TIMEOUT_S,
-                env: dict | None = None, inputs: Sequence[str | None] | None = None
-                ) -> list[subprocess.CompletedProcess]:
-    """Run commands concurrently (one per namespace: a change then costs one process start,
-    not two) and collect them like ``sh``."""
-    procs = []
-    try:
-        for argv in commands:
-            procs.append(subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True, env=env))
-        deadline = time.monotonic() + timeout
-        results = []
-        for proc, data in zip(procs, inputs or [None] * len(procs)):
-            out, err = proc.communicate(data, timeout=max(0.0, deadline - time.monotonic()))
-            results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-    except FileNotFoundError as exc:
-        raise LinkEmuUnavailable(f"command not found: {exc.filename} (run scripts/install_system_deps.sh)") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise LinkEmuError(f"command timed out after {timeout} s: {shlex.join(exc.cmd)}") from exc
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    failed = [r for r in results if r.returncode != 0]
-    if check and failed:
-        raise LinkEmuError("\n".join(f"command failed (rc={r.returncode}): {shlex.join(r.args)}\n{r.stderr.strip()}"
-                                     for r in failed))
-    return results
-
-
-def list_netns() -> list[str]:
-    return [line.split(" ", 1)[0] for line in sh(["ip", "netns", "list"]).stdout.splitlines() if line]
-
-
-def pid_prefix(base: str = "spinn") -> str:
-    """A prefix unique to this process (``spinn12345``) so concurrent runs never collide;
-    ``remove_stale(base)`` later removes what a killed process left behind."""
-    return f"{base}{os.getpid()}"
-
-
-def remove_stale(base: str = "spinn") -> list[str]:
-    """Delete ``<base><pid>-drone|cloud`` namespaces whose owning process is gone."""
-    pattern = re.compile(rf"^{re.escape(base)}(\d+)-({'|'.join(SIDES)})$")
-    stale = [name for name in list_netns()
-             if (m := pattern.match(name)) and not os.path.exists(f"/proc/{m.group(1)}")]
-    for name in stale:
-        delete_netns(name)
-    return stale
-
-
-def kill_netns_processes(name: str) -> list[int]:
-    """SIGKILL whatever still runs in a namespace we own (e.g. left by a crashed run)."""
-    pids = [int(p) for p in sh(["ip", "netns", "pids", name], check=False).stdout.split()]
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return pids
-
-
-def delete_netns(name: str) -> None:
-    """Idempotent: kill its processes, then delete it (its veth end and firewall go with it)."""
-    if name not in list_netns():
-        return
-    kill_netns_processes(name)
-    sh(["ip", "netns", "del", name])
 
 
 def tbf_args(rate_mbit: float, queue_ms: float) -> list[str]:
@@ -215,7 +132,7 @@ def host_support() -> tuple[str | None, str]:
     try:
         import netfilterqueue  # noqa: F401
     except ImportError as exc:
-        return f"python package NetfilterQueue unavailable ({exc}); pip install -r requirements-linkemu.txt", ""
+        return f"python package NetfilterQueue unavailable ({exc}); pip install '.[linkemu]' (or -r requirements.lock)", ""
     ns = f"spinnprobe{os.getpid()}"
     try:
         sh(["ip", "netns", "add", ns])
@@ -249,39 +166,7 @@ def link_emulation_problem() -> str | None:
     return host_support()[0]
 
 
-def require_root() -> None:
-    """For tests: fail LOUDLY when link emulation is impossible here.
-
-    With SPINN_ALLOW_NO_ROOT=1 the test is skipped instead (still with the reason);
-    outside pytest LinkEmuUnavailable is raised.
-    """
-    problem = link_emulation_problem()
-    if problem is None:
-        return
-    message = (f"LINK EMULATION UNAVAILABLE - this test did NOT run: {problem}. "
-               f"Run as root with iproute2/iptables/NetfilterQueue "
-               f"(scripts/install_system_deps.sh), or set {ALLOW_NO_ROOT_ENV}=1 to skip.")
-    if "pytest" not in sys.modules:
-        raise LinkEmuUnavailable(message)
-    import pytest
-
-    if os.environ.get(ALLOW_NO_ROOT_ENV) == "1":
-        pytest.skip(message)
-    pytest.fail(message, pytrace=False)
-
-
 # --------------------------------------------------------------------------- the link
-_CLONE_NEWNET = 0x40000000
-
-
-def _setns(fd: int) -> None:
-    """setns(2) on the calling thread (os.setns arrives only in Python 3.12)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise LinkEmuError(f"setns failed: {os.strerror(err)}")
-
-
 class EmulatedLink:
     """Two namespaces joined by a shaped veth pair; use as a context manager.
 
@@ -431,17 +316,8 @@ class EmulatedLink:
         it), so a test can be "on the drone": its rclpy context and the nodes it spawns
         share the drone's loopback for DDS while Zenoh reaches the cloud over the veth.
         """
-        target = os.open(f"/var/run/netns/{self.ns(side)}", os.O_RDONLY)
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        try:
-            _setns(target)
-            try:
-                yield self
-            finally:
-                _setns(home)
-        finally:
-            os.close(target)
-            os.close(home)
+        with entered(self.ns(side)):
+            yield self
 
     def run(self, side: str, argv: Sequence[str], timeout: float = 30.0, env: dict | None = None,
             check: bool = False) -> subprocess.CompletedProcess:

@@ -39,12 +39,12 @@ from spinn_ros.msg import InferenceResult, SplitPlan
 
 from ..core.backend import BACKENDS, staged_model
 from ..core.controller import ControllerConfig, DroNetController
-from ..core.device_emulation import SlowerDevice
+from ..core.device_emulation import NO_SLOWDOWN, SlowerDevice
 from ..core.drone_engine import Answer, DroneEngine, QueuedTransport, Settings, Source
+from ..core.encodings import WIRE_ENCODINGS
 from ..core.model_ref import load_model
 from ..core.plan import PLAN_MODES, PROVISIONAL_FIRST, Plan
 from ..core.preprocess import to_model_input
-from ..core.profiler import ENCODINGS
 from ..core.step_times import StepTimes
 from ..ros import diagnostics as diag
 from ..ros import qos
@@ -68,22 +68,24 @@ PARAMS = [
           "else CPU provider; ONNX files exported on first use)", one_of(*BACKENDS), read_only=True),
     Param("diagnostics_period_s", 1.0, "period of /diagnostics messages, seconds",
           in_range(0.05, 60.0), read_only=True),
-    Param("emulate.slowdown", 1.0, "emulate a drone computer this many times slower than this machine: each "
+    Param("emulate.slowdown", NO_SLOWDOWN, "emulate a drone computer this many times slower than this machine: each "
           "head is sleep-padded to k x its stages' idle cost, measured at start-up (1 = no emulation)",
           in_range(1.0, 100.0), read_only=True),
     Param("emulate.profile", "", "device profile whose stage costs the slowdown multiplies (default: the "
           "model's profile in profiles/, else costs measured at start-up)", read_only=True),
     Param("follow_plans", True, "apply SplitPlan messages from the monitor (split and threshold)"),
-    Param("cloud.enabled", False, "offload frames no device exit is confident about to a cloud over Zenoh",
+    Param("cloud.enabled", True, "offload frames no device exit is confident about to a cloud over Zenoh",
           read_only=True),
-    Param("cloud.deadline_ms", 200.0, "latency budget per frame from its arrival; later cloud answers are discarded",
+    Param("cloud.deadline_ms", Settings.deadline_ms,
+          "latency budget per frame from its arrival; later cloud answers are discarded",
           in_range(1.0, 10000.0)),
-    Param("cloud.late_grace_ms", 500.0, "keep a query open this long past its deadline, to count late replies",
+    Param("cloud.late_grace_ms", Settings.late_grace_ms,
+          "keep a query open this long past its deadline, to count late replies",
           in_range(0.0, 10000.0)),
-    Param("cloud.max_in_flight", 4, "offloads outstanding at once; beyond it the device answers alone",
+    Param("cloud.max_in_flight", Settings.max_in_flight, "offloads outstanding at once; beyond it the device answers alone",
           in_range(1, 64), read_only=True),
-    Param("cloud.encoding", "u8-lz4", "split tensor encoding on the wire: <f32|f16|u8>-<none|lz4|zstd>",
-          one_of(*ENCODINGS)),
+    Param("cloud.encoding", Settings.encoding, "split tensor encoding on the wire: <f32|f16|u8>-<none|lz4|zstd>",
+          one_of(*WIRE_ENCODINGS)),
     *zenoh_params(connect="tls/127.0.0.1:7447"),
     Param("controller.max_forward_speed", 1.0, "forward speed at collision probability 0, m/s",
           in_range(0.0, 20.0)),
@@ -193,7 +195,7 @@ class DroneNode(Node):
     def _slower_device(self, p: dict) -> SlowerDevice:
         profile = None
         if p["emulate.slowdown"] > 1.0:
-            from ..core.profiler import find_profile, load_profile
+            from ..core.profile import find_profile, load_profile
 
             try:
                 path = p["emulate.profile"] or find_profile(self.model_id, "device", backend=p["backend"])

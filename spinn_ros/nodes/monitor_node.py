@@ -23,15 +23,24 @@ from spinn_ros.msg import InferenceResult, LinkState, SplitPlan
 from ..core.backend import BACKENDS
 from ..core.calibration import load_calibration
 from ..core.checkpoint import calibration_path, checkpoint_path
+from ..core.device_emulation import NO_SLOWDOWN
+from ..core.drone_engine import Settings
 from ..core.model_ref import is_random_ref, load_model
-from ..core.profiler import ENCODINGS, find_profile, load_profile
+from ..core.performance import PerformanceModel
+from ..core.prediction import Conditions
+from ..core.profile import find_profile, load_profile
 from ..core.replan import Replanner
-from ..core.scheduler import STRATEGIES, Conditions, Decision, PerformanceModel, Scheduler
+from ..core.scheduler import STRATEGIES, Decision, Scheduler
 from ..core.sla import load_sla
 from ..ros import diagnostics as diag
 from ..ros import qos
 from ..ros.node_main import run_node
 from ..ros.params import Param, ParameterError, declare, in_range, non_empty, on_change, one_of, zenoh_params
+from ..ros.remote_params import RemoteParameters
+
+#: the drone's settings the plan depends on, with the drone node's own defaults (until it answers)
+DRONE_DEFAULTS = {"cloud.deadline_ms": Settings.deadline_ms, "cloud.encoding": Settings.encoding,
+                  "cloud.max_in_flight": Settings.max_in_flight, "emulate.slowdown": NO_SLOWDOWN}
 
 PARAMS = [
     Param("checkpoint", "default", "the drone's model ('default', a path); plans carry its id", non_empty,
@@ -49,12 +58,12 @@ PARAMS = [
           one_of(*BACKENDS), read_only=True),
     Param("cloud_backend", "torch", "the cloud's backend: plans use the cloud profile measured on it",
           one_of(*BACKENDS), read_only=True),
+    Param("drone_node", "spinn_drone", "the drone node planned for (relative to this namespace): its "
+          "cloud.deadline_ms, cloud.encoding, cloud.max_in_flight and emulate.slowdown are read from it and "
+          "followed", non_empty, read_only=True),
     Param("frame_rate_hz", 15.0, "camera rate the drone sees", in_range(0.1, 1000.0)),
-    Param("deadline_ms", 200.0, "the drone's cloud.deadline_ms", in_range(1.0, 10000.0)),
-    Param("encoding", "u8-lz4", "the drone's cloud.encoding", one_of(*ENCODINGS)),
-    Param("max_in_flight", 4, "the drone's cloud.max_in_flight", in_range(1, 64)),
-    Param("device_slowdown", 1.0, "drone compute relative to its profile (e.g. a slower or throttled drone)",
-          in_range(0.01, 100.0)),
+    Param("device_slowdown", 1.0, "drone compute relative to its profile beyond what the drone emulates (a "
+          "throttled drone): the planner multiplies the drone's emulate.slowdown by it", in_range(0.01, 100.0)),
     Param("period_s", 0.1, "control period: estimates checked for change this often", in_range(0.01, 10.0),
           read_only=True),
     Param("link_state_period_s", 0.5, "period of spinn/link messages", in_range(0.05, 60.0), read_only=True),
@@ -83,6 +92,9 @@ class MonitorNode(Node):
         self.scheduler, self.model_id = self._build_scheduler(p)
         self.replanner = Replanner(self.scheduler, p["min_samples"])
         self.add_on_set_parameters_callback(on_change(PARAMS, self._apply_params))
+        # the drone's settings, from the drone itself (its defaults until it answers)
+        self.drone = dict(DRONE_DEFAULTS)
+        self.drone_settings = RemoteParameters(self, p["drone_node"], list(DRONE_DEFAULTS), self._on_drone_settings)
 
         self.plan_pub = self.create_publisher(SplitPlan, "spinn/plan", qos.LATCHED)
         self.link_pub = self.create_publisher(LinkState, "spinn/link", qos.LATCHED)
@@ -133,7 +145,8 @@ class MonitorNode(Node):
         return MonitorLink(settings, self._on_load, self.replanner.on_clouds)
 
     def _apply_params(self, changed: dict) -> None:
-        """New drone settings (or min_samples) at run time: the next control period re-plans for them."""
+        """New settings at run time (frame rate, device slowdown, min_samples): the next control period
+        re-plans for them. The drone's own settings come from the drone (_on_drone_settings)."""
         self.p = {**self.p, **changed}
         self.replanner.min_samples = self.p["min_samples"]
         self.replanner.force("parameters changed: " + ", ".join(sorted(changed)))
@@ -170,9 +183,18 @@ class MonitorNode(Node):
     # -- planning -----------------------------------------------------------------------------
     def _settings(self) -> dict:
         """The drone's settings the plan is made for (``LinkEstimator.conditions``)."""
-        return {"frame_rate_hz": self.p["frame_rate_hz"], "deadline_ms": self.p["deadline_ms"],
-                "encoding": self.p["encoding"], "device_slowdown": self.p["device_slowdown"],
-                "max_in_flight": self.p["max_in_flight"]}
+        d = self.drone
+        return {"frame_rate_hz": self.p["frame_rate_hz"], "deadline_ms": d["cloud.deadline_ms"],
+                "encoding": d["cloud.encoding"], "max_in_flight": d["cloud.max_in_flight"],
+                "device_slowdown": d["emulate.slowdown"] * self.p["device_slowdown"]}
+
+    def _on_drone_settings(self, values: dict) -> None:
+        changed = {k: v for k, v in values.items() if self.drone.get(k) != v}
+        self.drone.update(values)
+        if changed:
+            what = ", ".join(f"{k}={v}" for k, v in sorted(changed.items()))
+            self.get_logger().info(f"drone settings from {self.drone_settings.fqn}: {what}")
+            self.replanner.force(f"drone parameters changed: {what}")
 
     def _control(self) -> None:
         new_plan = self.replanner.step(time.monotonic(), **self._settings())
@@ -203,7 +225,10 @@ class MonitorNode(Node):
         values.update({"plan_id": self.replanner.plan_id, "plan_changes": self.replanner.plan_changes,
                        "split_point": plan.split if plan else -1,
                        "exit_threshold": plan.threshold if plan else 0.0,
-                       "feasible": plan.feasible if plan else False})
+                       "feasible": plan.feasible if plan else False,
+                       "drone_settings": (f"from {self.drone_settings.fqn}" if self.drone_settings.fetched
+                                          else f"defaults: {self.drone_settings.fqn} not reached yet"),
+                       **{f"drone.{k}": v for k, v in sorted(self.drone.items())}})
         level = diag.OK if plan is None or plan.feasible else diag.WARN
         text = "plan meets the SLA" if level == diag.OK else "no plan meets the SLA: safest plan in force"
         self.diag_pub.publish(diag.make_array(self.get_clock().now().to_msg(),

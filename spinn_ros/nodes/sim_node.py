@@ -44,7 +44,7 @@ from ..ros import qos
 from ..ros.images import fill_image
 from ..ros.node_main import run_node
 from ..ros.params import Param, ParameterError, declare, in_range, non_empty, on_change, one_of
-from ..sim.flight import FlightConfig, FlightSim, camera_rates
+from ..sim.quadrotor import FlightConfig, FlightSim, camera_rates
 from ..sim.world import COURSE_KINDS
 
 PARAMS = [

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.preprocess import ENCODINGS, UnsupportedImage, pixels_from_buffer
+from ..core.preprocess import IMAGE_ENCODINGS, UnsupportedImage, pixels_from_buffer
 
 try:  # a ROS install may have cv_bridge: it widens the accepted encodings
     from cv_bridge import CvBridge  # type: ignore
@@ -14,14 +14,14 @@ except Exception:  # noqa: BLE001 - absent from the PyPI wheels; any import fail
 
 def image_pixels(msg) -> tuple[np.ndarray, str]:
     """(HxWxC uint8 view, encoding) for an Image; UnsupportedImage when it cannot be used."""
-    if msg.encoding in ENCODINGS:
+    if msg.encoding in IMAGE_ENCODINGS:
         return pixels_from_buffer(msg.data, msg.height, msg.width, msg.step, msg.encoding), msg.encoding
     if _BRIDGE is not None:
         try:
             return _BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8"), "rgb8"
         except Exception as exc:  # noqa: BLE001 - cv_bridge raises several types
             raise UnsupportedImage(f"cv_bridge cannot convert {msg.encoding!r} to rgb8: {exc}") from exc
-    raise UnsupportedImage(f"unsupported encoding {msg.encoding!r}; accepted: {', '.join(ENCODINGS)}")
+    raise UnsupportedImage(f"unsupported encoding {msg.encoding!r}; accepted: {', '.join(IMAGE_ENCODINGS)}")
 
 
 def fill_image(msg, pixels: np.ndarray, encoding: str) -> None:

@@ -37,6 +37,9 @@ from ..core.codec import MAX_REQUEST_BYTES
 
 _NAME = re.compile(r"[^A-Za-z0-9_\-]")
 SECURITY = ("mtls", "plain")
+#: the cloud's certificate name, and where `spinn certs` puts certificates unless told otherwise
+CLOUD_IDENTITY = "cloud"
+DEFAULT_CERTS_DIR = "~/.spinn/certs"
 #: a query on a tail key carries at most one request frame; replies are small; probes echo <= 1 MiB
 TAIL_QUERY_LIMIT = MAX_REQUEST_BYTES + 4096
 TAIL_REPLY_LIMIT = 64 * 1024
@@ -271,6 +274,7 @@ Outcome = Callable[[bytes | None, str | None], None]  # (reply frame, or None an
 #: access control denied it, it was over the size cap, or no cloud serves this key), told apart from a timeout
 NO_REPLY = "no reply: denied by the cloud's access control, over the size cap, or no cloud serving this key"
 TIMED_OUT = "no reply before the query timed out"
+ZENOH_TIMEOUT_REPLY = b"Timeout"
 
 
 class DroneLink:
@@ -299,13 +303,19 @@ class DroneLink:
                 state["answered"] = True
             done(payload, why)
 
+        sent = time.monotonic()
+
         def on_reply(reply: zenoh.Reply) -> None:
             if reply.ok is not None:
                 finish(reply.ok.payload.to_bytes(), None)
+                return
+            error = reply.err.payload.to_bytes()
+            # zenoh (1.x) ends a query that outlives its timeout with the error reply b"Timeout"
+            # before on_end: that is a timeout, not an error from the cloud
+            if error == ZENOH_TIMEOUT_REPLY and time.monotonic() - sent >= 0.9 * timeout_s:
+                finish(None, TIMED_OUT)
             else:
-                finish(None, f"zenoh error reply: {reply.err.payload.to_bytes()[:200]!r}")
-
-        sent = time.monotonic()
+                finish(None, f"zenoh error reply: {error[:200]!r}")
 
         def on_end() -> None:
             finish(None, NO_REPLY if time.monotonic() - sent < 0.9 * timeout_s else TIMED_OUT)

@@ -1,6 +1,6 @@
 """launch_testing integration test of the installed drone launch file (drone node + monitor).
 
-Run by test/test_ros_install.py in a sourced colcon install space, as a ROS user would:
+Run by test/ros/test_ros_install.py in a sourced colcon install space, as a ROS user would:
     launch_test test/launch_testing/drone_launch.py
 (The file name keeps pytest from collecting it: launch_testing's pytest plugin predates pytest 9.)
 """

@@ -1,0 +1,159 @@
+"""Real ROS 2 across processes for tests and benchmarks: a per-run domain, nodes as child processes,
+an in-test rclpy node spinning in the background, discovery waits instead of sleeps,
+and a teardown that leaves no process and no FastDDS shared-memory file behind."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+
+from spinn_ros.tools.launch import ChildProcess, NodeProcess
+from spinn_ros.tools.launch_spec import NodeSpec, transport_environment
+
+SHM = Path("/dev/shm")
+
+#: network namespaces this process has started DDS participants in (see dds_started)
+_DDS_NETNS: set[str] = set()
+
+
+def note_dds_start() -> None:
+    """Record that this thread's network namespace now holds a DDS participant of this process."""
+    _DDS_NETNS.add(os.readlink("/proc/thread-self/ns/net"))
+
+
+def dds_started() -> bool:
+    """Whether this process has started DDS before. FastDDS fixes a process's host identity
+    (hashed from the network namespace's addresses) at its first participant and drops
+    loopback locators of participants that look like another host: a process that started
+    DDS in one namespace cannot then talk DDS to processes in another. Tests that enter a
+    namespace run in a fresh process when this is true (test/conftest.py)."""
+    return bool(_DDS_NETNS)
+
+
+def domain_id_for_run() -> int:
+    """A ROS domain per test run (0..101 keeps DDS ports valid), so parallel runs never meet."""
+    return 10 + os.getpid() % 90
+
+
+def fastdds_shm_files() -> set[str]:
+    return {p.name for p in SHM.glob("*") if "fastdds" in p.name or "fastrtps" in p.name} if SHM.is_dir() else set()
+
+
+def shm_files_in_use() -> set[str]:
+    """/dev/shm names some live process has open or mapped (other programs on the machine too)."""
+    used = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("/dev/shm/"):
+                    used.add(target[len("/dev/shm/"):])
+            for line in (proc / "maps").read_text().splitlines():
+                idx = line.find("/dev/shm/")
+                if idx >= 0:
+                    used.add(line[idx + len("/dev/shm/"):].split(" ")[0])
+        except OSError:
+            continue        # the process ended while we looked, or is not ours to read
+    return used
+
+
+def orphaned_shm_files(before: set[str]) -> set[str]:
+    """FastDDS files created since ``before`` that no live process holds: what a dead node left.
+
+    FastDDS keeps port files open while a participant lives, so files that belong to
+    unrelated programs still running (another test run, a developer's nodes) are not
+    counted. Its named semaphores are never held open, so they are judged by their port file.
+    """
+    new = fastdds_shm_files() - before
+    if not new:
+        return set()
+    used = shm_files_in_use()
+    orphans = set()
+    for name in new:
+        holder = name
+        if name.startswith("sem.") and name.endswith("_mutex"):
+            holder = name[len("sem."):-len("_mutex")]
+        if holder not in used:
+            orphans.add(name)
+    return orphans
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, poll: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
+        time.sleep(poll)
+
+
+class RosHarness:
+    def __init__(self, domain_id: int):
+        self.domain_id = domain_id
+        self.env = {
+            "ROS_DOMAIN_ID": str(domain_id),
+            "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+            "PYTHONUNBUFFERED": "1",
+            "RCUTILS_LOGGING_BUFFERED_STREAM": "0",
+            **transport_environment(),          # as the launch files run the nodes
+        }
+        os.environ.update(self.env)
+        self.context = Context()
+        note_dds_start()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = Node("spinn_test", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._spinner = threading.Thread(target=self._spin, daemon=True)
+        self._spinner.start()
+        self.procs: list[ChildProcess] = []
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - the context is shut down at teardown
+            pass
+
+    def start(self, spec: NodeSpec) -> NodeProcess:
+        proc = NodeProcess(spec, env=self.env, sink=None)
+        self.procs.append(proc)
+        return proc
+
+    def start_command(self, name: str, argv: list[str]) -> ChildProcess:
+        """A non-ROS child (e.g. the ROS-free cloud server) with this run's environment."""
+        proc = ChildProcess(name, argv, env=self.env, sink=None)
+        self.procs.append(proc)
+        return proc
+
+    def run_to_exit(self, spec: NodeSpec, timeout: float = 60.0) -> tuple[int, str]:
+        """Run a node expected to exit on its own (e.g. refusing its parameters)."""
+        proc = NodeProcess(spec, env=self.env, sink=None)
+        try:
+            code = proc.wait(timeout)
+        finally:
+            proc.stop()
+        return code, proc.output
+
+    def wait_matched(self, endpoint, count: int = 1, timeout: float = 20.0) -> None:
+        """Wait until a publisher has ``count`` subscribers (or a subscription that many publishers)."""
+        if hasattr(endpoint, "get_subscription_count"):
+            wait_until(lambda: endpoint.get_subscription_count() >= count, timeout,
+                       f"{count} subscriber(s) on {endpoint.topic_name}")
+        else:
+            wait_until(lambda: endpoint.get_publisher_count() >= count, timeout,
+                       f"{count} publisher(s) on {endpoint.topic_name}")
+
+    def close(self) -> dict[str, int]:
+        codes = {p.name: p.stop() for p in self.procs}
+        self.unclean_output = {p.name: "\n".join(p.lines[-25:]) for p in self.procs if codes[p.name] != 0}
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._spinner.join(timeout=5.0)
+        return codes

@@ -1,0 +1,224 @@
+"""Link estimators and the change detector on synthetic noisy sequences."""
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from spinn_ros.core.estimators import (
+    SOURCE_CLOUD,
+    SOURCE_DEVICE,
+    SOURCE_DEVICE_FALLBACK,
+    BandwidthEstimator,
+    ChangeDetector,
+    LinkEstimator,
+    LossEstimator,
+    RttEstimator,
+    Trigger,
+    transfer_ms,
+)
+from spinn_ros.core.prediction import Conditions
+
+DT = 0.1          # seconds between samples (a 10 Hz monitor)
+
+
+def noisy(rng, level, n, sigma=0.1, spikes=0.05, spike_factor=4.0):
+    """Log-normal noise around ``level`` plus occasional upward spikes (a stalled packet)."""
+    x = level * np.exp(rng.normal(0, sigma, n))
+    x[rng.random(n) < spikes] *= spike_factor
+    return x
+
+
+def test_rtt_median_filter_ignores_spikes_and_tracks_steps():
+    rng = np.random.default_rng(1)
+    est = RttEstimator()
+    values = [est.update(x) for x in noisy(rng, 40.0, 300)]
+    assert max(values[20:]) < 40 * 1.3 and min(values[20:]) > 40 * 0.7     # spikes of 4x never show
+    values = [est.update(x) for x in noisy(rng, 100.0, 60, spikes=0)]
+    assert values[-1] == pytest.approx(100, rel=0.2)
+    assert math.isnan(RttEstimator().value)
+
+
+def test_bandwidth_median_is_robust_to_rtt_noise_and_outliers():
+    rng = np.random.default_rng(2)
+    est = BandwidthEstimator()
+    true_mbps, rtt = 20.0, 30.0
+    for i in range(200):
+        nbytes = int(rng.choice([5_000, 20_000, 50_000]))
+        network = rtt + nbytes * 8 / (true_mbps * 1e3) + rng.normal(0, 1.0)
+        if i % 17 == 0:
+            network += 300           # a retransmission
+        est.update(nbytes, network, rtt)
+    assert est.value == pytest.approx(true_mbps, rel=0.15)
+    assert math.isnan(BandwidthEstimator().value)
+    # a transfer too short to time only says "at least this fast"
+    fast = BandwidthEstimator(min_transfer_ms=0.2)
+    fast.update(1000, 30.0, 30.1)
+    assert fast.value == pytest.approx(1000 * 8 / 200)
+
+
+def test_loss_is_a_windowed_failure_share():
+    est = LossEstimator(window=10)
+    assert est.value == 0.0
+    for ok in [True] * 7 + [False] * 3:
+        est.update(ok)
+    assert est.value == pytest.approx(0.3)
+    for _ in range(10):
+        est.update(True)
+    assert est.value == 0.0
+
+
+def test_link_estimator_reads_drone_results_and_builds_conditions():
+    link = LinkEstimator()
+    link.cloud_alive = True
+    for _ in range(5):
+        link.on_probe(20.0)
+    result = lambda **kw: SimpleNamespace(**{"provisional": False, "offload_bytes": 10_000, "network_ms": 20.0 + 8.0,
+                                             "cloud_compute_ms": 3.0, "cloud_queue_ms": 1.0, **kw})
+    for _ in range(9):
+        link.on_result(result(source=SOURCE_CLOUD))
+    link.on_result(result(source=SOURCE_DEVICE_FALLBACK))          # expired offload
+    link.on_result(result(source=SOURCE_DEVICE, offload_bytes=0))  # not offloaded: no information
+    link.on_result(result(source=SOURCE_CLOUD, provisional=True))  # provisional: ignored
+    f = link.link_state_fields()
+    assert f["bandwidth_mbps"] == pytest.approx(10_000 * 8 / 8e3) and f["rtt_ms"] == pytest.approx(20.0)
+    assert f["loss_rate"] == pytest.approx(1 / 15)                   # 5 probes + 10 offloads, one failed
+    link.on_cloud_load({"queue_depth": 3, "compute_ms": 4.0, "batch_size": 2.0})
+    c = link.conditions(deadline_ms=150.0)
+    assert isinstance(c, Conditions) and c.deadline_ms == 150.0 and c.cloud_queue_ms == pytest.approx(1.0)
+    assert c.cloud_batch_size == 2.0 and c.cloud_queue_depth == 3.0
+    link.on_probe(None)
+    assert link.loss.value == pytest.approx(2 / 16)
+
+
+transfer_ms_of = np.vectorize(transfer_ms)   # per sample of a rate series
+
+
+def _run(detector, series, start=0):
+    """Feed {name: values} sample by sample; return the sample indices at which it fired."""
+    n = len(next(iter(series.values())))
+    return [i for i in range(n) if detector.update((start + i) * DT, {k: v[i] for k, v in series.items()})]
+
+
+def test_noise_never_triggers_a_replan():
+    """Unsmoothed noise with outliers around the plan's reference (the monitor plans on
+    smoothed estimates, so its reference is close to the truth) never re-plans."""
+    rng = np.random.default_rng(3)
+    det = ChangeDetector()
+    det.rebase({"transfer_ms": transfer_ms(10.0), "rtt_ms": 40.0, "loss_rate": 0.01, "cloud_alive": 1.0})
+    n = 3000
+    fired = _run(det, {"transfer_ms": transfer_ms_of(noisy(rng, 10.0, n, sigma=0.08, spikes=0.02, spike_factor=0.3)),
+                       "rtt_ms": noisy(rng, 40.0, n, sigma=0.08, spikes=0.02),
+                       "loss_rate": np.clip(rng.normal(0.01, 0.01, n), 0, 1),
+                       "cloud_alive": np.ones(n)})
+    assert fired == []
+
+
+def test_noise_through_the_estimators_never_triggers():
+    rng = np.random.default_rng(4)
+    link, det = LinkEstimator(), ChangeDetector()
+    link.cloud_alive = True
+    fired = []
+    for i in range(2050):
+        link.on_probe(float(noisy(rng, 40.0, 1)[0]))
+        # 50 kB (a bandwidth probe or a large split): 40 ms of transfer against 4 ms of RTT jitter
+        nbytes, retransmit = 50_000, 300.0 * (rng.random() < 0.03)
+        rtt, transfer = float(noisy(rng, 40.0, 1, spikes=0)[0]), nbytes * 8 / 10e3 * np.exp(rng.normal(0, 0.2))
+        link.on_offload(nbytes, rtt + transfer + retransmit)
+        # the monitor plans once the windows are full (LinkState.samples), not on the first sample
+        if i >= 50 and det.update(i * DT, link.change_values()):
+            fired.append(i)
+    assert fired == [50]
+    assert link.bandwidth.value == pytest.approx(10.0, rel=0.15)
+
+
+@pytest.mark.parametrize("factor, dwell_s", [(0.7, 1.0), (1.6, 1.0), (0.02, 0.25), (0.4, 0.25)])
+def test_a_bandwidth_step_is_detected_within_its_dwell(factor, dwell_s):
+    """Moderate steps wait the full dwell; large ones (a link falling to 2 % or 40 % of its
+    rate) take the fast tier, so a new plan can follow within a second."""
+    rng = np.random.default_rng(5)
+    det = ChangeDetector()
+    before = noisy(rng, 10.0, 200, sigma=0.05, spikes=0)
+    after = noisy(rng, 10.0 * factor, 200, sigma=0.05, spikes=0)
+    fired = _run(det, {"transfer_ms": transfer_ms_of(np.concatenate([before, after]))})
+    dwell_samples = round(dwell_s / DT)
+    assert fired[0] == 0 and len(fired) == 2
+    assert 200 + dwell_samples - 1 <= fired[1] <= 200 + dwell_samples + 2
+    assert det.reference["transfer_ms"] == pytest.approx(transfer_ms(10.0 * factor), rel=0.2)
+
+
+def test_fast_links_do_not_replan_on_unmeasurable_rate_changes():
+    """100 -> 400 Mbit/s moves a split tensor 1.3 ms -> 0.3 ms: nothing a plan depends on."""
+    det = ChangeDetector()
+    det.update(0.0, {"transfer_ms": transfer_ms(100.0)})
+    assert _run(det, {"transfer_ms": [transfer_ms(400.0)] * 50}, start=1) == []
+
+
+def test_hysteresis_keeps_counting_near_the_threshold():
+    det = ChangeDetector({"x": Trigger(rel=0.3, floor=1.0, dwell_s=1.0, release=0.5)})
+    det.update(0.0, {"x": 10.0})
+    # alternate 35 % and 25 % above the reference: the clock started at 35 % is not reset by 25 %
+    seq = [13.5 if i % 2 == 0 else 12.5 for i in range(12)]
+    fired = _run(det, {"x": seq}, start=1)
+    assert fired == [10]
+    # dipping below release (15 %) resets it
+    det = ChangeDetector({"x": Trigger(rel=0.3, floor=1.0, dwell_s=1.0, release=0.5)})
+    det.update(0.0, {"x": 10.0})
+    assert _run(det, {"x": [13.5 if i % 3 else 10.5 for i in range(30)]}, start=1) == []
+
+
+def test_outage_is_reported_at_once_and_nan_holds():
+    det = ChangeDetector()
+    det.update(0.0, {"cloud_alive": 1.0, "rtt_ms": 30.0})
+    assert det.update(0.1, {"cloud_alive": 0.0, "rtt_ms": float("nan")}) == ["cloud_alive"]
+    assert det.reference["rtt_ms"] == 30.0
+    assert det.update(0.2, {"cloud_alive": 0.0, "rtt_ms": 31.0}) == []
+
+
+def test_small_absolute_changes_of_small_values_do_not_flap():
+    det = ChangeDetector()
+    det.update(0.0, {"rtt_ms": 0.5})
+    assert _run(det, {"rtt_ms": [1.5] * 50}, start=1) == []      # +1 ms on a 5 ms floor: 20 %
+
+
+@pytest.mark.parametrize("what", ["rtt", "bandwidth"])
+def test_steps_through_the_estimators_are_detected_within_a_few_seconds(what):
+    rng = np.random.default_rng(6)
+    link, det = LinkEstimator(), ChangeDetector()
+    link.cloud_alive = True
+    fired = []
+    for i in range(400):
+        after = i >= 200
+        rtt_level = 120.0 if after and what == "rtt" else 40.0
+        mbps = 5.0 if after and what == "bandwidth" else 10.0
+        link.on_probe(float(noisy(rng, rtt_level, 1, sigma=0.05)[0]))
+        rtt = float(noisy(rng, rtt_level, 1, sigma=0.05, spikes=0)[0])
+        link.on_offload(50_000, rtt + 50_000 * 8 / (mbps * 1e3) * np.exp(rng.normal(0, 0.2)))
+        if i >= 50 and det.update(i * DT, link.change_values()):
+            fired.append(i)
+    # an RTT step briefly reads as a slower link (the RTT estimate lags the offloads): at most one settling re-plan
+    assert fired[0] == 50 and len(fired) in (2, 3), fired
+    assert 200 < fired[1] <= 200 + 40                              # within 4 s at 10 Hz
+    final = link.link_state_fields()
+    if what == "rtt":
+        assert final["rtt_ms"] == pytest.approx(120, rel=0.1)
+    else:
+        assert final["bandwidth_mbps"] == pytest.approx(5.0, rel=0.15)
+
+
+def test_a_collapsing_link_is_followed_and_detected_within_a_second():
+    """100 -> 2 Mbit/s through the estimators, one offload sample per 0.1 s: the bandwidth
+    window restarts from the new samples and the fast tier fires well within 1 s."""
+    rng = np.random.default_rng(7)
+    link, det = LinkEstimator(), ChangeDetector()
+    link.cloud_alive = True
+    fired = []
+    for i in range(300):
+        mbps = 2.0 if i >= 200 else 100.0
+        link.on_probe(float(noisy(rng, 10.0, 1, sigma=0.05)[0]))
+        link.on_offload(10_000, 10.0 + 10_000 * 8 / (mbps * 1e3) * np.exp(rng.normal(0, 0.1)))
+        if i >= 50 and det.update(i * DT, link.change_values()):
+            fired.append(i)
+    assert fired[0] == 50 and fired[1] > 200
+    assert fired[1] - 200 <= 9, f"detected {(fired[1] - 200) * DT:.1f} s after the step"
+    assert link.bandwidth.value == pytest.approx(2.0, rel=0.2) and link.bandwidth.jumps >= 1
