@@ -20,6 +20,23 @@ from .traces import GOOD_LINK, from_takeoff, load_trace
 
 #: simulated seconds the simulator may hover while the other nodes start
 STARTUP_ALLOWANCE_S = 120.0
+#: the simulator's node name (launch_spec.sim)
+SIMULATOR_NODE = "spinn_sim"
+
+
+def stop_nodes(procs: list) -> dict[str, int]:
+    """A clean ROS shutdown of every node (SIGINT, then SIGTERM, SIGKILL); their exit statuses.
+
+    The simulator goes first, alone: it writes the camera and /clock, the fastest streams, and
+    FastDDS's shared-memory transport can regenerate the port of a reader that stops taking them
+    (a node shutting down) as a new /dev/shm file that nobody removes. Once the simulator is
+    gone nothing runs on sim time, so the others fall quiet and stop together."""
+    first = [p for p in procs if p.name == SIMULATOR_NODE]
+    codes = {p.name: p.stop(grace_s=15.0) for p in first}
+    rest = [p for p in procs if p not in first]
+    with ThreadPoolExecutor(max_workers=max(1, len(rest))) as pool:
+        codes.update(zip((p.name for p in rest), pool.map(lambda p: p.stop(grace_s=15.0), rest)))
+    return {p.name: codes[p.name] for p in procs}
 
 
 class FlightError(RuntimeError):
@@ -301,10 +318,7 @@ class Flight:
                 self.link.stop_trace()
             except Exception as exc:  # noqa: BLE001
                 errors.append(f"trace: {exc}")
-        # every node gets SIGINT at once (then SIGTERM, SIGKILL): a clean ROS shutdown for each
-        with ThreadPoolExecutor(max_workers=max(1, len(self.procs))) as pool:
-            codes = list(pool.map(lambda p: p.stop(grace_s=15.0), self.procs))
-        self.exit_codes = {p.name: c for p, c in zip(self.procs, codes)}
+        self.exit_codes = stop_nodes(self.procs)
         if self.recorder is not None:
             self.recorder.close()
         if self._context is not None:
