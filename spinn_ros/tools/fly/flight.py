@@ -27,10 +27,10 @@ SIMULATOR_NODE = "spinn_sim"
 def stop_nodes(procs: list) -> dict[str, int]:
     """A clean ROS shutdown of every node (SIGINT, then SIGTERM, SIGKILL); their exit statuses.
 
-    The simulator goes first, alone: it writes the camera and /clock, the fastest streams, and
-    FastDDS's shared-memory transport can regenerate the port of a reader that stops taking them
-    (a node shutting down) as a new /dev/shm file that nobody removes. Once the simulator is
-    gone nothing runs on sim time, so the others fall quiet and stop together."""
+    The simulator goes first, alone: it writes the fastest streams (camera, /clock), and once
+    it is gone nothing runs on sim time, so the others stop together while quiet, with less
+    traffic in flight to peers that are leaving. (This did not end the rare FastDDS port file
+    left after a flight: see docs/flight.md.)"""
     first = [p for p in procs if p.name == SIMULATOR_NODE]
     codes = {p.name: p.stop(grace_s=15.0) for p in first}
     rest = [p for p in procs if p not in first]
