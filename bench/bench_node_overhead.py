@@ -39,6 +39,7 @@ from spinn_ros.msg import InferenceResult
 from spinn_ros.ros import qos
 from spinn_ros.ros.images import fill_image
 from spinn_ros.testing.bench_io import print_table, results_dir, summary_ms, write_json
+from spinn_ros.testing.frames import noise_frames
 from spinn_ros.tools import launch_spec
 from spinn_ros.tools.harness import RosHarness, domain_id_for_run, wait_until
 
@@ -55,17 +56,12 @@ def camera_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"camera size must be WIDTHxHEIGHT or N, got {text!r}") from None
 
 
-def frames(n: int, size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(n)]
-
-
 def bare_model_ms(ref: str, size: tuple[int, int], n: int = 100, backend: str = "torch") -> dict:
     """The model alone in this process: conversion excluded, same policy as the node."""
     torch.set_num_threads(1)
     model, model_id = load_model(ref)
     model = staged_model(model, model_id, backend, threads=1)
-    xs = [to_model_input(f, model.spec.input_size) for f in frames(20, size, seed=1)]
+    xs = [to_model_input(f, model.spec.input_size) for f in noise_frames(20, size, seed=1)]
     times = []
     for i in range(n):
         t0 = time.perf_counter()
@@ -97,7 +93,7 @@ def measure(ros: RosHarness, ref: str, size: tuple[int, int], n: int, rate: floa
     try:
         ros.wait_matched(pub)
         ros.wait_matched(sub)
-        imgs = frames(20, size)
+        imgs = noise_frames(20, size)
         msg = Image()
         warmup = 20
         for i in range(n + warmup):
