@@ -3,7 +3,10 @@ an in-test rclpy node spinning in the background, discovery waits instead of sle
 and a teardown that leaves no process and no FastDDS shared-memory file behind."""
 from __future__ import annotations
 
+import fcntl
 import os
+import re
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,9 +40,51 @@ def dds_started() -> bool:
     return bool(_DDS_NETNS)
 
 
+#: lock files that reserve a ROS domain for one process (any checkout, any user of this machine's /tmp)
+DOMAIN_LOCKS = Path(tempfile.gettempdir()) / "spinn_ros-ros-domains"
+FIRST_DOMAIN, DOMAINS = 10, 90          # 10..99: clear of the default 0, and DDS ports stay valid (<= 232)
+_domain: tuple[int, object] | None = None       # (domain, its lock file, held open for this process's life)
+
+
 def domain_id_for_run() -> int:
-    """A ROS domain per test run (0..101 keeps DDS ports valid), so parallel runs never meet."""
-    return 10 + os.getpid() % 90
+    """This process's own ROS domain, so parallel runs (tests, flights, benchmarks of any checkout)
+    never meet: the first free one from ``10 + pid % 90``. A domain is free when its lock file is
+    not held (the lock lasts as long as this process) and no live process holds FastDDS ports of it
+    (another program on the domain). The same domain for every call in one process."""
+    global _domain
+    if _domain is None:
+        _domain = _reserve_domain(FIRST_DOMAIN + os.getpid() % DOMAINS)
+    return _domain[0]
+
+
+def _reserve_domain(preferred: int) -> tuple[int, object]:
+    DOMAIN_LOCKS.mkdir(parents=True, exist_ok=True)
+    for i in range(DOMAINS):
+        domain = FIRST_DOMAIN + (preferred - FIRST_DOMAIN + i) % DOMAINS
+        lock = open(DOMAIN_LOCKS / f"{domain}.lock", "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            continue
+        if domain_port_files(shm_files_in_use(), domain):
+            lock.close()                  # (closing releases the lock)
+            continue
+        return domain, lock
+    raise RuntimeError(f"no free ROS domain in {FIRST_DOMAIN}..{FIRST_DOMAIN + DOMAINS - 1} "
+                       f"(every one locked in {DOMAIN_LOCKS} or in use)")
+
+
+def domain_port_files(names, domain: int) -> set[str]:
+    """The FastDDS shared-memory files among ``names`` that belong to ROS domain ``domain``: its
+    ports are its UDP ports, 7400 + 250 * domain + 0..249 (port files and their mutexes)."""
+    lo = 7400 + 250 * domain
+    ours = set()
+    for name in names:
+        m = re.fullmatch(r"(?:sem\.)?fast(?:dds|rtps)_port(\d+)(?:_mutex)?", name)
+        if m and lo <= int(m.group(1)) < lo + 250:
+            ours.add(name)
+    return ours
 
 
 def fastdds_shm_files() -> set[str]:
@@ -83,6 +128,21 @@ def orphaned_shm_files(before: set[str]) -> set[str]:
         if holder not in used:
             orphans.add(name)
     return orphans
+
+
+def remove_domain_leftovers(before: set[str], domain: int) -> list[str]:
+    """Remove what FastDDS left of ``domain`` since ``before`` that no live process holds; call
+    it once every participant of the run has exited cleanly. (FastDDS's last closer of a port
+    skips the unlink when it has marked the port not ok; its own remedy for such files is
+    ``fastdds shm clean``, which removes every unheld one: this removes only our domain's.)"""
+    removed = []
+    for name in sorted(domain_port_files(orphaned_shm_files(before), domain)):
+        try:
+            (SHM / name).unlink()
+            removed.append(name)
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str, poll: float = 0.02) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import pytest
 import yaml
 
 from spinn_ros.core.checkpoint import default_checkpoint_path
-from spinn_ros.tools.harness import fastdds_shm_files, orphaned_shm_files
+from spinn_ros.tools.harness import domain_port_files, fastdds_shm_files, orphaned_shm_files
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT = os.environ.get("SPINN_FLIGHT_CHECKPOINT", "default")
@@ -103,8 +102,11 @@ class Flights:
         assert proc.returncode == 0, (f"spinn fly {' '.join(argv[3:])} failed ({proc.returncode}):\n{proc.stdout}\n"
                                       f"{proc.stderr}\n--- nodes ---\n{log[-4000:]}")
         summary = json.loads((out / "summary.json").read_text())
-        leftover = flight_orphans(orphaned_shm_files(before), summary["ros_domain"])
+        # this flight's leftovers (other runs on a shared machine leave theirs in other domains at any time)
+        leftover = domain_port_files(orphaned_shm_files(before), summary["ros_domain"])
         assert not leftover, f"FastDDS shared-memory files left behind by {out.name}: {sorted(leftover)}"
+        if summary["nodes"]["dds_leftovers_removed"]:      # FastDDS's teardown race (docs/flight.md): visible here
+            print(f"{out.name}: spinn fly removed unheld FastDDS files {summary['nodes']['dds_leftovers_removed']}")
         timeline = json.loads((out / "timeline.json").read_text())
         assert summary["nodes"]["clean"], f"{out.name}: nodes did not exit cleanly: {summary['nodes']}"
         assert summary["recording"].get("readable"), f"{out.name}: recording unreadable: {summary['recording']}"
@@ -115,19 +117,6 @@ class Flights:
               f"latency p50 {summary['control_latency_ms']['p50']:.1f} ms, shares {summary['frames']['share']}, "
               f"wall {summary['outcome']['wall_time_s']:.1f} s")
         return {"summary": summary, "timeline": timeline, "out": out}
-
-
-def flight_orphans(orphans: set[str], domain: int) -> set[str]:
-    """The orphaned FastDDS files that are this flight's: port files of its ROS domain (FastDDS's shared-memory
-    ports are its UDP ports, 7400 + 250 * domain + 0..249). Other runs on a shared machine (other domains)
-    leave theirs at any time; a leaking participant of ours always leaves its port files."""
-    lo = 7400 + 250 * domain
-    ours = set()
-    for name in orphans:
-        m = re.search(r"fast(?:dds|rtps)_port(\d+)", name)
-        if m and lo <= int(m.group(1)) < lo + 250:
-            ours.add(name)
-    return ours
 
 
 @pytest.fixture(scope="module")

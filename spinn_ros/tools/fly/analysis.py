@@ -16,7 +16,7 @@ from .traces import GOOD_LINK
 SOURCES = {0: "device", 1: "cloud", 2: "fallback"}
 
 CONTROL_LATENCY_DEFINITION = (
-    "wall time from a camera image's arrival in the mission process to the arrival of the first "
+    "wall time from a camera image's arrival in the spinn fly process to the arrival of the first "
     "command stamped with that image's stamp (DDS to the drone and back included)")
 
 
@@ -142,8 +142,8 @@ def analyse(flight) -> tuple[dict, dict]:
         "command_staleness_ms": {"p50": percentile_or_none(ages, 50), "p95": percentile_or_none(ages, 95),
                                  "definition": "at each camera frame's arrival here: how long ago the frame behind "
                                                "the latest result (provisional or final) received here arrived"},
-        "mission_callback_lag_ms": {"p50": percentile_or_none(lags, 50), "p95": percentile_or_none(lags, 95),
-                                    "definition": "camera frames: DDS reception -> this process's callback"},
+        "flight_tool_callback_lag_ms": {"p50": percentile_or_none(lags, 50), "p95": percentile_or_none(lags, 95),
+                                        "definition": "camera frames: DDS reception -> this process's callback"},
         "commands": {"count": len(cmds), "watchdog_hovers": len(watchdog),
                      "max_gap_wall_s": round(max(gaps_wall, default=0.0), 4),
                      "max_gap_stamp_s": round(max(gaps_stamp, default=0.0), 4),
@@ -157,7 +157,8 @@ def analyse(flight) -> tuple[dict, dict]:
         "drone_diagnostics": drone_diag,
         "ros_domain": flight.domain,
         "startup": flight.startup,
-        "nodes": {"exit_codes": flight.exit_codes, "clean": all(c == 0 for c in flight.exit_codes.values())},
+        "nodes": {"exit_codes": flight.exit_codes, "clean": all(c == 0 for c in flight.exit_codes.values()),
+                  "dds_leftovers_removed": flight.dds_leftovers},
         "notes": flight.notes,
         "stress": {"cpu_hogs": flight.opts.stress_cpus, "drone_stalls": flight.staller.stalls if flight.staller else 0,
                    "stall": flight.opts.stall_drone},
