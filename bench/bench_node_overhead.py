@@ -27,23 +27,17 @@ import time
 
 import numpy as np
 import torch
-from diagnostic_msgs.msg import DiagnosticArray
-from sensor_msgs.msg import Image
 
 from spinn_ros.core.backend import BACKENDS, staged_model
 from spinn_ros.core.model_ref import load_model
 from spinn_ros.core.preprocess import to_model_input
 from spinn_ros.core.progressive import run_head
 from spinn_ros.core.step_times import STEPS, TOTAL
-from spinn_ros.msg import InferenceResult
-from spinn_ros.ros import qos
-from spinn_ros.ros.images import fill_image
 from spinn_ros.testing.bench_io import print_table, results_dir, summary_ms, write_json
 from spinn_ros.testing.frames import noise_frames
-from spinn_ros.tools import launch_spec
-from spinn_ros.tools.harness import RosHarness, domain_id_for_run, wait_until
+from spinn_ros.tools.harness import RosHarness, domain_id_for_run
+from spinn_ros.tools.hops import run_drone_node
 
-CAMERA = "/bench/camera"
 STEP_COLUMNS = (*STEPS, TOTAL)
 
 
@@ -72,57 +66,12 @@ def bare_model_ms(ref: str, size: tuple[int, int], n: int = 100, backend: str = 
 
 def measure(ros: RosHarness, ref: str, size: tuple[int, int], n: int, rate: float, backend: str = "torch") -> dict:
     # the node alone: no cloud session (and no certificates) to measure around
-    spec = launch_spec.drone(camera_topic=CAMERA, backend=backend, overrides={"checkpoint": ref, "cloud.enabled": False})[0]
-    proc = ros.start(spec)
-    sent: dict[int, int] = {}
-    arrivals: list[tuple[int, int, float, float]] = []   # (seq, received ns, device ms, node latency ms)
-
-    def on_result(msg: InferenceResult):
-        arrivals.append((int(msg.header.frame_id), time.monotonic_ns(), msg.device_compute_ms, msg.latency_ms))
-
-    steps: dict[str, float] = {}
-
-    def on_diagnostics(arr: DiagnosticArray):
-        for st in arr.status:
-            if st.name.startswith("/spinn_drone"):
-                steps.update({kv.key: float(kv.value) for kv in st.values if kv.key.startswith("step_")})
-
-    sub = ros.node.create_subscription(InferenceResult, "/spinn/result", on_result, qos.RESULTS)
-    diag_sub = ros.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, qos.RESULTS)
-    pub = ros.node.create_publisher(Image, CAMERA, qos.SENSOR)
-    try:
-        ros.wait_matched(pub)
-        ros.wait_matched(sub)
-        imgs = noise_frames(20, size)
-        msg = Image()
-        warmup = 20
-        for i in range(n + warmup):
-            fill_image(msg, imgs[i % len(imgs)], "rgb8")
-            msg.header.frame_id = str(i)                                # the frame's id travels in frame_id
-            msg.header.stamp = ros.node.get_clock().now().to_msg()
-            sent[i] = time.monotonic_ns()
-            pub.publish(msg)
-            time.sleep(1.0 / rate)
-        wait_until(lambda: len(arrivals) >= n + warmup - 2, 30, "results")
-        steps.clear()
-        wait_until(lambda: "step_callback_to_command_p50_ms" in steps, 10, "the node's step times")
-    finally:
-        ros.node.destroy_subscription(diag_sub)
-        ros.node.destroy_subscription(sub)
-        ros.node.destroy_publisher(pub)
-        proc.stop()
-        ros.procs.remove(proc)
-    e2e, overhead, device, in_node = [], [], [], []
-    for seq, recv_ns, dev_ms, node_ms in arrivals:
-        if seq < warmup:
-            continue
-        total = (recv_ns - sent[seq]) / 1e9
-        e2e.append(total)
-        device.append(dev_ms / 1e3)
-        overhead.append(total - dev_ms / 1e3)
-        in_node.append((node_ms - dev_ms) / 1e3)
-    return {"e2e": summary_ms(e2e), "device": summary_ms(device), "overhead": summary_ms(overhead),
-            "in_node": summary_ms(in_node), "received": len(arrivals), "sent": n + warmup, "steps": dict(steps)}
+    run = run_drone_node(ros, ref, noise_frames(20, size), n, rate, backend, steps=True)
+    seconds = lambda values: [v / 1e3 for v in values]                          # noqa: E731
+    return {"e2e": summary_ms(seconds(run.e2e_ms)), "device": summary_ms(seconds(run.device_ms)),
+            "overhead": summary_ms(seconds([e - d for e, d in zip(run.e2e_ms, run.device_ms)])),
+            "in_node": summary_ms(seconds([m - d for m, d in zip(run.node_ms, run.device_ms)])),
+            "received": run.received, "sent": run.sent, "steps": run.steps}
 
 
 def main(argv=None) -> int:

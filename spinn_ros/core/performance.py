@@ -64,6 +64,9 @@ class PerformanceModel:
         self.dev_to_exit, self.dev_to_split = _path_times(
             device.stage_ms(stat), device.exit_ms(stat), self.heads, self.exit_stages, self.on_device)
         self.preprocess_ms = device.preprocess_ms(stat)
+        # times below run from the frame's arrival in the drone node (its deadline counts from there);
+        # what a consumer sees adds the node's measured pass-through both ways
+        self.hop_ms = sum(device.hop_ms(stat))
         self.batch_sizes = np.array(cloud.batch_sizes if cloud else [1], dtype=float)
         # (B, C, S, E); with no cloud profile nothing offloads (every split but N is invalid)
         self.cloud_tail = self._cloud_tails() if cloud else np.zeros((1, len(self.rates), n + 1, self.rates.shape[1]))
@@ -224,7 +227,7 @@ class PerformanceModel:
         # latency: a mixture over (exit, delivered | lost | refused)
         w = np.concatenate([R_dev + R_cloud * (1 - loss), R_cloud * loss, R_refused], axis=-1)
         delivered_lat = np.where(on_dev, dev_exit_lat, np.where(late, fallback_lat, answer_at))
-        lat = np.concatenate([delivered_lat, fallback_lat, refused_lat], axis=-1)
+        lat = np.concatenate([delivered_lat, fallback_lat, refused_lat], axis=-1) + self.hop_ms
 
         # accuracy: the calibrated answer, except the provisional one where a fallback uses it
         fallback_acc = np.where(has_prov[..., None], prov, exit_acc)
@@ -239,7 +242,7 @@ class PerformanceModel:
         fps = _throughput_bounds(cond, usable, device_ms, bytes_pf, server_ms)
         with np.errstate(divide="ignore"):
             processed = np.minimum(1.0, 1e3 / (device_ms * cond.frame_rate_hz))  # the rest: dropped in the mailbox
-        on_time = self._on_time_accuracy(lat, final_acc, w, prov_at, prov, on_time_ms, processed)
+        on_time = self._on_time_accuracy(lat, final_acc, w, prov_at + self.hop_ms, prov, on_time_ms, processed)
         valid, holds = self._valid_and_holding(mode, usable)
         return {"valid": valid, "bottleneck": fps.argmin(0), "holds": holds,
                 "latency_ms": _mixture_percentile(lat, w, percentile), "mean_latency_ms": (w * lat).sum(-1),

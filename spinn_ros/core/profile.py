@@ -28,6 +28,8 @@ ROLES = ("device", "cloud")
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
 REFERENCE_HOST = "reference"          # host name of the committed default profiles
 STATS = ("median", "p90", "mean")
+#: the device section's optional per-frame pass-through times (Profile.hop_ms)
+HOPS = "hops"
 #: wire encodings, named as the drone's ``cloud.encoding`` parameter
 
 
@@ -117,6 +119,20 @@ class Profile:
         """Per split 0..N-1: bytes of the request frame on the wire."""
         return np.asarray(self._encoding("bytes", encoding)[stat], dtype=float)
 
+    @property
+    def has_hops(self) -> bool:
+        return HOPS in self._section
+
+    def hop_ms(self, stat: str = "median") -> tuple[float, float]:
+        """(in, out) ms every answer pays in the drone node besides the model (tools/hops.py):
+        the camera frame's DDS hop and hand-off before the head, publishing and the result's
+        DDS hop after it; (0, 0) for a profile measured without them. Not scaled by
+        ``time_scale``: an emulated slower drone pads its model, not its middleware."""
+        hops = self._section.get(HOPS)
+        if hops is None:
+            return 0.0, 0.0
+        return float(hops["in_ms"][stat]), float(hops["out_ms"][stat])
+
     # cloud role
     @property
     def batch_sizes(self) -> list[int]:
@@ -171,6 +187,15 @@ def _validate(data, source: str, expected_model_id: str | None, role: str | None
     stages = [section.get("stage_ms")] if data["role"] == "device" else per_batch
     if not stages or any(not isinstance(s, dict) or any(len(s.get(k, ())) != n for k in STATS) for s in stages):
         fail(f"stage_ms must hold {', '.join(STATS)} lists of {n} stages")
+    hops = section.get(HOPS)
+    if hops is not None and not (isinstance(hops, dict) and all(
+            isinstance(hops.get(d), dict) and all(_non_negative(hops[d].get(k)) for k in STATS)
+            for d in ("in_ms", "out_ms"))):
+        fail(f"{HOPS} must hold in_ms and out_ms, each with {', '.join(STATS)} ms >= 0")
+
+
+def _non_negative(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0
 
 
 def load_profile(path, expected_model_id: str | None, role: str | None = None, backend: str | None = None) -> Profile:
@@ -196,10 +221,12 @@ def save_profile(path, profile: dict) -> None:
 
 def synthetic_profile(role: str, *, model_id: str, exit_stages: Sequence[int], stage_ms: Sequence[float],
                       exit_ms: Sequence[float], wire_bytes: Sequence[float] | None = None, preprocess_ms: float = 0.0,
-                      batch_scale: dict[int, float] | None = None) -> Profile:
+                      batch_scale: dict[int, float] | None = None, hop_ms: tuple[float, float] | None = None,
+                      ) -> Profile:
     """A profile from given times instead of measurements (tests, benchmarks, what-if studies):
     every statistic equals the value, every encoding the same; cloud times at batch b are
-    the batch-1 times times ``batch_scale[b]``; encode, decode and batch overhead are 0."""
+    the batch-1 times times ``batch_scale[b]``; encode, decode and batch overhead are 0;
+    ``hop_ms``: the device's (in, out) pass-through (None: none measured)."""
     n = len(stage_ms)
     const = lambda values: {k: [float(v) for v in values] for k in STATS}
     if role == "device":
@@ -207,6 +234,8 @@ def synthetic_profile(role: str, *, model_id: str, exit_stages: Sequence[int], s
                    "exit_ms": const(exit_ms), "encode_ms": {e: const([0.0] * n) for e in WIRE_ENCODINGS},
                    "bytes": {e: {k: [float(b) for b in wire_bytes] for k in ("median", "mean", "max")}
                              for e in WIRE_ENCODINGS}}
+        if hop_ms is not None:
+            section[HOPS] = {d: {k: float(v) for k in STATS} for d, v in zip(("in_ms", "out_ms"), hop_ms)}
     else:
         scale = batch_scale or {1: 1.0}
         section = {"batch_sizes": sorted(scale),

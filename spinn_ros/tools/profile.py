@@ -29,6 +29,7 @@ from ..core.encodings import DEFAULT_WIRE_ENCODING, WIRE_ENCODINGS
 from ..core.profile import (
     DEFAULT_BATCH_SIZES,
     FORMAT,
+    HOPS,
     REFERENCE_HOST,
     ROLES,
     STATS,
@@ -41,6 +42,8 @@ from ..core.profile import (
 )
 from ..core.stats import percentile
 
+#: --hops: measure the node pass-through after the compute, skip it, or only (re)measure it
+HOP_CHOICES = ("measure", "skip", "only")
 #: a threshold no softmax reaches: every exit is evaluated and none leaves early
 NEVER_CONFIDENT = 2.0
 
@@ -297,6 +300,20 @@ def profile_role(role: str, args) -> dict:
                          measured=measured, threads=threads)
 
 
+def add_hops(path: Path, model_id: str, args) -> None:
+    """Measure the drone node's pass-through (tools/hops.py) and store it in the device profile at ``path``."""
+    from .hops import measure_hops
+
+    profile = load_profile(path, model_id, "device", args.backend)
+    frames, source = input_frames(16, profile.data["input_size"], args.dataset)
+    raw_preprocess_ms = profile.data["device"]["preprocess_ms"]["median"]      # as measured: no time_scale
+    if not args.quiet:
+        print(f"profile hops: {args.hop_frames} {source} frames through a drone node over ROS 2 ...", file=sys.stderr)
+    profile.data["device"][HOPS] = measure_hops(args.checkpoint, frames, raw_preprocess_ms, n=args.hop_frames,
+                                                backend=args.backend)
+    save_profile(path, profile.data)
+
+
 # ---------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------
@@ -328,6 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--host", default=host_name(), help=f"host name in the file name ('{REFERENCE_HOST}' for the "
                     "committed default)")
     ap.add_argument("--out-dir", type=Path, default=None, help="where profiles go (default: the package's profiles/)")
+    ap.add_argument("--hops", choices=HOP_CHOICES, default="measure",
+                    help="the device profile's node pass-through (DDS in and out, hand-offs: a real drone node over "
+                         "ROS 2): measure it after the compute, skip it, or only (re)measure it into the existing "
+                         "device profile")
+    ap.add_argument("--hop-frames", type=int, default=100, help="camera frames sent to the drone node for the hops")
     ap.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     ap.add_argument("--worker", choices=ROLES, help=argparse.SUPPRESS)      # internal: measure in this process
     ap.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
@@ -341,6 +363,10 @@ def _check_args(args) -> str | None:
         return "--batch-sizes must be >= 1 and --slowdown in [0.01, 1000]"
     if args.cloud_threads < 1:
         return "--cloud-threads must be >= 1"
+    if args.hop_frames < 10:
+        return "--hop-frames must be >= 10"
+    if args.hops == "only" and args.role != "device":
+        return "--hops only needs --role device (the hops belong to the device profile)"
     args.batch_sizes = sorted(set(args.batch_sizes))
     return None
 
@@ -367,6 +393,9 @@ def _summary(path: Path, p: Profile) -> None:
         profiled = p.data["device"]["bytes"]
         enc = DEFAULT_WIRE_ENCODING if DEFAULT_WIRE_ENCODING in profiled else next(iter(profiled))
         print(f"  {enc} bytes per split {[int(b) for b in p.wire_bytes(enc)]}")
+        if p.has_hops:
+            hop_in, hop_out = p.hop_ms()
+            print(f"  node pass-through per frame: in {hop_in:.2f} ms, out {hop_out:.2f} ms (median)")
     else:
         for b in p.batch_sizes:
             tails = np.asarray(p.data["cloud"]["tail_ms"][str(b)]["median"])
@@ -394,11 +423,18 @@ def main(argv: list[str] | None = None) -> int:
     roles = ROLES if args.role == "both" else (args.role,)
     for role in roles:
         out = default_profile_path(model_id, role, args.host, args.out_dir, args.backend)
-        # a fresh process per role: the device side runs as the drone does, unaffected by this one's threads
-        done = subprocess.run(_worker_command(role, out, argv), env=_worker_env(role))
-        if done.returncode != 0:
-            print(f"spinn profile: the {role} worker failed (exit {done.returncode})", file=sys.stderr)
-            return 1
+        if args.hops != "only":
+            # a fresh process per role: the device side runs as the drone does, unaffected by this one's threads
+            done = subprocess.run(_worker_command(role, out, argv), env=_worker_env(role))
+            if done.returncode != 0:
+                print(f"spinn profile: the {role} worker failed (exit {done.returncode})", file=sys.stderr)
+                return 1
+        if role == "device" and args.hops != "skip":
+            try:
+                add_hops(out, model_id, args)
+            except (OSError, ValueError, RuntimeError, TimeoutError) as e:
+                print(f"spinn profile: measuring the hops into {out} failed: {e}", file=sys.stderr)
+                return 1
         if not args.quiet:
             _summary(out, load_profile(out, model_id, role, args.backend))
     return 0

@@ -24,7 +24,7 @@ def profiles(tmp_path_factory):
     out = tmp_path_factory.mktemp("profiles")
     rc = T.main(["--checkpoint", REF, "--runs", "2", "--warmup", "1", "--frames", "2", "--batch-sizes", "1", "2",
                  "--encodings", *ENCODINGS, "--out-dir", str(out), "--host", "testhost", "--quiet",
-                 "--dataset", str(out / "none.npz")])
+                 "--dataset", str(out / "none.npz"), "--hop-frames", "20"])
     assert rc == 0
     model, model_id = load_model(REF)
     return model, model_id, out
@@ -57,6 +57,11 @@ def test_device_profile_schema(profiles):
     assert (p.wire_bytes("u8-lz4")[1:] < p.wire_bytes("f32-none")[1:]).all()
     assert p.wire_bytes("f32-none")[1] > np.prod(model.split_shape(1)) * 4
     assert data["split_shapes"][1] == list(model.split_shape(1))
+    # the node's pass-through, measured through a real drone node over ROS 2 (tools/hops.py)
+    hops = data["device"]["hops"]
+    assert hops["frames"] >= 10 and hops["camera"] == [model.spec.input_size] * 2
+    hop_in, hop_out = p.hop_ms()
+    assert 0 < hop_in + hop_out < 100 and p.hop_ms("p90")[0] >= hop_in
 
 
 def test_cloud_profile_schema(profiles):

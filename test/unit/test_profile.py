@@ -44,6 +44,31 @@ def test_broken_files_are_refused(tmp_path):
             P.load_profile(tmp_path / name, None)
 
 
+def test_hops_are_optional_checked_and_not_scaled(tmp_path):
+    base = P.synthetic_profile("device", model_id="m", exit_stages=[0], stage_ms=[1.0], exit_ms=[0.1],
+                               wire_bytes=[100], hop_ms=(2.0, 1.0))
+    assert base.has_hops and base.hop_ms() == (2.0, 1.0)
+    data = json.loads(json.dumps(base.data))
+    data["settings"]["time_scale"] = 20.0            # an emulated slower drone pads its model, not its middleware
+    (tmp_path / "scaled.json").write_text(json.dumps(data))
+    scaled = P.load_profile(tmp_path / "scaled.json", "m", "device")
+    assert scaled.hop_ms("p90") == (2.0, 1.0) and scaled.stage_ms()[0] == 20.0
+    del data["device"]["hops"]
+    (tmp_path / "none.json").write_text(json.dumps(data))
+    assert P.load_profile(tmp_path / "none.json", "m").hop_ms() == (0.0, 0.0)
+    for bad in ({"in_ms": {"median": 1.0}}, {"in_ms": {k: -1.0 for k in P.STATS}, "out_ms": {k: 1.0 for k in P.STATS}}):
+        data["device"]["hops"] = bad
+        (tmp_path / "bad.json").write_text(json.dumps(data))
+        with pytest.raises(P.ProfileError, match="hops must hold in_ms and out_ms"):
+            P.load_profile(tmp_path / "bad.json", "m")
+
+
+def test_hops_only_needs_the_device_role(capsys):
+    assert T.main(["--role", "cloud", "--hops", "only"]) == 2
+    assert "--hops only needs --role device" in capsys.readouterr().err
+    assert T.main(["--hop-frames", "3"]) == 2
+
+
 def test_calibration_reference_checks_the_model(tmp_path):
     ckpt = tmp_path / "m.pt"
     mid = save_checkpoint(ckpt, build_model("small", seed=1))

@@ -97,6 +97,26 @@ def test_offloaded_latency_adds_transfer_rtt_and_cloud_tail():
     assert p.accuracy == pytest.approx(0.94)
 
 
+def test_the_nodes_pass_through_delays_every_answer_but_not_the_drones_deadline():
+    """The profile's hops (tools/hops.py) add to what a consumer sees; the drone's own deadline
+    counts from the frame's arrival in the node, so which offloads are late does not change."""
+    hop = (3.0, 2.0)
+    device = synthetic_profile("device", model_id=MODEL_ID, exit_stages=(0, 1, 2), stage_ms=(20, 20, 20),
+                               exit_ms=(2, 2, 2), wire_bytes=(50_000, 20_000, 5_000), hop_ms=hop)
+    plain, hopped = toy_model(), PerformanceModel(device, make_cloud(), make_calibration())
+    for split, cond in ((3, SLOW), (0, FAST), (1, Conditions(bandwidth_mbps=10.0, rtt_ms=150.0))):
+        a, b = plain.predict(split, 0.5, cond), hopped.predict(split, 0.5, cond)
+        assert b.latency_ms == pytest.approx(a.latency_ms + 5.0)
+        assert b.mean_latency_ms == pytest.approx(a.mean_latency_ms + 5.0)
+        assert (b.fallback_fraction, b.accuracy, b.throughput_fps) == pytest.approx(
+            (a.fallback_fraction, a.accuracy, a.throughput_fps))
+    # on time at the bound: answers within 5 ms of it are late once the hops count
+    cond = Conditions(bandwidth_mbps=1000.0, rtt_ms=2.0)
+    at = plain.predict(0, 1.0, cond).latency_ms
+    assert plain.predict(0, 1.0, cond, on_time_ms=at + 1).on_time_accuracy > \
+        hopped.predict(0, 1.0, cond, on_time_ms=at + 1).on_time_accuracy
+
+
 def test_deadline_caps_offloads_and_costs_the_provisional_accuracy():
     p = toy_model().predict(2, 0.9, SLOW)      # 44 ms head + 40 ms for 5 kB at 1 Mbit/s + queueing + 100 ms RTT > 200
     assert p.fallback_fraction == pytest.approx(0.6)
