@@ -897,7 +897,8 @@ def main(argv=None) -> int:
     print(f"{sum(map(len, groups))} conditions x {len(opts.strategies)} strategies; model {model_files['model_id']}; "
           f"camera {opts.camera_hz:g} Hz; slowdown {opts.slowdown:g}", flush=True)
 
-    from spinn_ros.tools.harness import RosHarness, domain_id_for_run, wait_until
+    from spinn_ros.tools.harness import RosHarness, domain_id_for_run
+    from spinn_ros.tools.waiting import wait_until
 
     with EmulatedLink(prefix=pid_prefix("spbench"), rate_mbit=groups[0][0][0], rtt_ms=groups[0][0][1]) as link:
         with link.enter("drone"):

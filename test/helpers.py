@@ -8,7 +8,7 @@ from sensor_msgs.msg import Image
 
 from spinn_ros.ros.images import fill_image
 from spinn_ros.testing.frames import synthetic_frames
-from spinn_ros.tools.harness import wait_until
+from spinn_ros.tools.waiting import wait_until
 
 
 def as_encoding(rgb: np.ndarray, encoding: str) -> np.ndarray:

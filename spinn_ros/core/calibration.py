@@ -18,6 +18,8 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+from .file_header import check_header
+
 FORMAT = "spinn-calibration"
 VERSION = 1
 POLICY = ("exits tried in order; a frame leaves at the first exit whose top-1 collision softmax >= threshold; "
@@ -299,16 +301,9 @@ def _validate(data, source: str, expected_model_id: str | None) -> None:
     def fail(msg):
         raise CalibrationError(f"calibration {source}: {msg}")
 
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        fail(f"not a spinn calibration file (no format={FORMAT!r} marker)")
-    if data.get("version") != VERSION:
-        fail(f"version {data.get('version')!r}, this code reads version {VERSION}")
-    missing = [k for k in ("model_id", "thresholds", "per_threshold", "exits", "num_stages", "stage_macs") if k not in data]
-    if missing:
-        fail(f"missing {', '.join(missing)}")
-    if expected_model_id is not None and data["model_id"] != expected_model_id:
-        fail(f"made for model {data['model_id']}, but the loaded model is {expected_model_id} "
-             "(recalibrate with 'spinn calibrate')")
+    check_header(data, fail, fmt=FORMAT, version=VERSION, kind="calibration file", expected_model_id=expected_model_id,
+                 required=("model_id", "thresholds", "per_threshold", "exits", "num_stages", "stage_macs"),
+                 remedy="recalibrate with 'spinn calibrate'")
     thresholds, rows, num_exits = data["thresholds"], data["per_threshold"], len(data["exits"])
     if not thresholds or list(thresholds) != sorted(thresholds) or len(rows) != len(thresholds):
         fail("thresholds must be ascending with one per_threshold row each")

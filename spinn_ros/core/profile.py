@@ -21,6 +21,7 @@ import numpy as np
 
 from .backend import DEFAULT_BACKEND
 from .encodings import WIRE_ENCODINGS
+from .file_header import check_header
 
 FORMAT = "spinn-profile"
 VERSION = 1
@@ -164,16 +165,9 @@ def _validate(data, source: str, expected_model_id: str | None, role: str | None
     def fail(msg):
         raise ProfileError(f"profile {source}: {msg}")
 
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        fail(f"not a spinn profile (no format={FORMAT!r} marker)")
-    if data.get("version") != VERSION:
-        fail(f"version {data.get('version')!r}, this code reads version {VERSION} (re-profile with 'spinn profile')")
-    missing = [k for k in ("model_id", "role", "num_stages", "exit_stages", "settings") if k not in data]
-    if missing:
-        fail(f"missing {', '.join(missing)}")
-    if expected_model_id is not None and data["model_id"] != expected_model_id:
-        fail(f"made for model {data['model_id']}, but the loaded model is {expected_model_id} "
-             "(re-profile with 'spinn profile')")
+    check_header(data, fail, fmt=FORMAT, version=VERSION, kind="profile", expected_model_id=expected_model_id,
+                 required=("model_id", "role", "num_stages", "exit_stages", "settings"),
+                 remedy="re-profile with 'spinn profile'", version_remedy=" (re-profile with 'spinn profile')")
     if data["role"] not in ROLES or (role is not None and data["role"] != role):
         fail(f"role {data['role']!r}, expected {role or ' or '.join(ROLES)}")
     measured_on = data.get("backend", DEFAULT_BACKEND)

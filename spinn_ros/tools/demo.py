@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..ros import qos
     from ..ros.images import fill_image
     from . import launch_spec
-    from .harness import RosHarness, domain_id_for_run, wait_until
+    from .harness import RosHarness, domain_id_for_run
+    from .waiting import wait_until
 
     overrides = {"checkpoint": opts.checkpoint, "cloud.enabled": False}     # the drone alone: no cloud to reach
     if opts.threshold is not None:

@@ -8,9 +8,7 @@ import os
 import re
 import tempfile
 import threading
-import time
 from pathlib import Path
-from typing import Callable
 
 import rclpy
 from rclpy.context import Context
@@ -19,6 +17,7 @@ from rclpy.node import Node
 
 from spinn_ros.tools.launch import ChildProcess, NodeProcess
 from spinn_ros.tools.launch_spec import NodeSpec, transport_environment
+from spinn_ros.tools.waiting import wait_until
 
 SHM = Path("/dev/shm")
 
@@ -143,14 +142,6 @@ def remove_domain_leftovers(before: set[str], domain: int) -> list[str]:
         except FileNotFoundError:
             pass
     return removed
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, poll: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
-        time.sleep(poll)
 
 
 class RosHarness:

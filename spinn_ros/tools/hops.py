@@ -49,7 +49,7 @@ def run_drone_node(ros, checkpoint: str, frames: np.ndarray, n: int, rate_hz: fl
     from ..ros import qos
     from ..ros.images import fill_image
     from . import launch_spec
-    from .harness import wait_until
+    from .waiting import wait_until
 
     spec = launch_spec.drone(camera_topic=CAMERA, backend=backend,
                              overrides={"checkpoint": checkpoint, "cloud.enabled": False})[0]

@@ -9,7 +9,7 @@ import textwrap
 import time
 
 from spinn_ros.ros.node_main import SPIN_WAKE_S, STUCK_SHUTDOWN_S
-from spinn_ros.tools.harness import wait_until
+from spinn_ros.tools.waiting import wait_until
 
 # a node whose clean-up takes longer than STUCK_SHUTDOWN_S, as a hung Zenoh or DDS teardown would
 SLOW_CLOSE_NODE = textwrap.dedent(f"""

@@ -16,8 +16,8 @@ from spinn_ros.msg import InferenceResult, SplitPlan
 from spinn_ros.ros import qos
 from spinn_ros.testing.frames import synthetic_frames
 from spinn_ros.tools import launch_spec
-from spinn_ros.tools.harness import wait_until
 from spinn_ros.tools.ports import free_port
+from spinn_ros.tools.waiting import wait_until
 from spinn_ros.transport.zenoh_link import DroneLink
 
 from helpers import DroneIO, FrameAccounting, diagnostics_value, drone_settings, image_msg

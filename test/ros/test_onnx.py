@@ -271,7 +271,7 @@ def test_torch_backend_works_without_onnxruntime():
 def test_drone_node_runs_the_head_on_onnxruntime(ros, shipped, tmp_path):
     """One frame stream through the real node with backend:=onnxruntime answers as torch does."""
     from spinn_ros.tools import launch_spec
-    from spinn_ros.tools.harness import wait_until
+    from spinn_ros.tools.waiting import wait_until
 
     from helpers import DroneIO, image_msg
 
@@ -299,8 +299,8 @@ def test_monitor_plans_with_onnxruntime_profiles_and_refuses_a_torch_one(ros, sh
     from spinn_ros.msg import SplitPlan
     from spinn_ros.ros import qos
     from spinn_ros.tools import launch_spec
-    from spinn_ros.tools.harness import wait_until
     from spinn_ros.tools.ports import free_port
+    from spinn_ros.tools.waiting import wait_until
 
     from helpers import Collector
 

@@ -24,8 +24,8 @@ from spinn_ros.msg import InferenceResult, LinkState, SplitPlan
 from spinn_ros.ros import qos
 from spinn_ros.testing.frames import synthetic_frames
 from spinn_ros.tools import launch_spec
-from spinn_ros.tools.harness import wait_until
 from spinn_ros.tools.launch import ChildProcess
+from spinn_ros.tools.waiting import wait_until
 
 from helpers import Collector, image_msg
 

@@ -18,8 +18,8 @@ from spinn_ros.core.model_ref import load_model
 from spinn_ros.core.preprocess import to_model_input
 from spinn_ros.msg import InferenceResult
 from spinn_ros.testing.frames import synthetic_frames
-from spinn_ros.tools.harness import wait_until
 from spinn_ros.tools.ports import free_port
+from spinn_ros.tools.waiting import wait_until
 from spinn_ros.transport.zenoh_link import (
     NO_REPLY,
     TAIL_QUERY_LIMIT,

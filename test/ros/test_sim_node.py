@@ -16,7 +16,7 @@ from std_msgs.msg import String
 from spinn_ros.ros import qos
 from spinn_ros.testing.courses import WALL_SEED
 from spinn_ros.tools import launch_spec
-from spinn_ros.tools.harness import wait_until
+from spinn_ros.tools.waiting import wait_until
 
 # ---------------------------------------------------------------------------------
 # sim_node over DDS

@@ -25,7 +25,8 @@ from spinn_ros.msg import InferenceResult, SplitPlan
 from spinn_ros.ros import qos
 from spinn_ros.testing.linkemu import require_root
 from spinn_ros.tools import launch_spec
-from spinn_ros.tools.harness import RosHarness, domain_id_for_run, fastdds_shm_files, orphaned_shm_files, wait_until
+from spinn_ros.tools.harness import RosHarness, domain_id_for_run, fastdds_shm_files, orphaned_shm_files
+from spinn_ros.tools.waiting import wait_until
 
 from helpers import Collector, diagnostics_value, image_msg, parameter_setter
 

@@ -122,63 +122,18 @@ def test_a_hovering_drone_remembers_what_it_stopped_for_without_its_log_growing(
     assert len(ctl._recent_p) == 1, "frames taken without moving share one entry"
 
 
-def test_controller_mapping():
-    """The DroNet-style mapping itself (no ROS): speed falls with collision probability, yaw follows
-    steering, both low-pass filtered; hard stop at the critical probability; a second result for the
-    same frame replaces the first; older frames never rewind it; hover forgets the filter."""
-    cfg = ControllerConfig(max_forward_speed=2.0, max_yaw_rate=1.0, speed_alpha=0.5, yaw_alpha=0.5,
-                           critical_collision=0.9, timeout_s=0.5)
-    speeds = []
-    for p in (0.0, 0.3, 0.6, 0.85):
-        ctl = DroNetController(cfg)
-        for i in range(30):
-            cmd = ctl.update(p, 0.0, i)
-        speeds.append(cmd.forward_speed)
-    assert speeds == pytest.approx([2.0, 1.4, 0.8, 0.3], abs=1e-6) and speeds == sorted(speeds, reverse=True)
-    ctl = DroNetController(cfg)
-    first = ctl.update(0.0, 1.0, 1)                      # steering +1 = turn right = negative yaw rate
-    assert first.forward_speed == pytest.approx(1.0) and first.yaw_rate == pytest.approx(-0.5)   # half way
-    stop = ctl.update(0.95, 1.0, 2)
-    assert stop.forward_speed == 0.0 and stop.reason == "stop" and stop.stamp_ns == 2
-    provisional = ctl.update(0.0, 0.0, 3)
-    refined = ctl.update(0.5, -1.0, 3)                   # same frame: replaces, not filtered on top
-    fresh = DroNetController(cfg)
-    fresh.update(0.0, 1.0, 1), fresh.update(0.95, 1.0, 2)
-    expect = fresh.update(0.5, -1.0, 3)
-    assert refined == expect and refined != provisional
-    assert ctl.update(0.0, 0.0, 2).reason == "stale" and ctl.update(0.1, 0.2, 4).stamp_ns == 4
-    hover = ctl.hover()
-    assert (hover.forward_speed, hover.yaw_rate, hover.reason) == (0.0, 0.0, "hover")
-    assert ctl.update(0.0, 0.0, 5).forward_speed == pytest.approx(1.0), "after a hover the filter restarts from 0"
-    # a final stop holds against the next frame's provisional answer; the next final one releases it
-    ctl = DroNetController(cfg)
-    ctl.update(0.0, 0.0, 10)
-    assert ctl.update(0.95, 0.0, 11).reason == "stop"
-    assert ctl.update(0.1, 0.0, 12, provisional=True).forward_speed == 0.0, "provisional cannot release a stop"
-    assert ctl.update(0.1, 0.0, 12).forward_speed == pytest.approx(0.9), "its refinement can"
-    assert ctl.update(0.95, 0.0, 13, provisional=True).forward_speed == 0.0     # a device stop: not held
-    assert ctl.update(0.2, 0.0, 13).forward_speed > 0, "refined: the device's stop replaced"
-    late = ctl.update(0.97, 0.0, 12)                     # an older frame's late answer: critical, so it stops
-    assert (late.forward_speed, late.reason, late.stamp_ns) == (0.0, "stop", 12)
-    assert ctl.update(0.3, 0.0, 12).reason == "stale", "an older frame's non-critical answer is ignored"
-    # the goal: pulls the yaw toward it in the open, not near obstacles; never further away than the cone
+def test_the_goal_pull_fades_with_the_collision_probability_and_heading_errors_wrap():
+    """(The rest of the mapping, speed, steering, filters, stops, search and the goal cone, is in
+    test_controller_mapping.py.)"""
     goal = ControllerConfig(max_yaw_rate=1.0, yaw_alpha=1.0, goal_gain=1.0, goal_cone=1.0)
     assert DroNetController(goal).update(0.0, 0.0, 1, heading_error=0.5).yaw_rate == pytest.approx(0.5)
     assert DroNetController(goal).update(0.25, 0.0, 1, heading_error=0.5).yaw_rate == pytest.approx(0.25)
-    assert DroNetController(goal).update(0.6, 0.4, 1, heading_error=0.5).yaw_rate == pytest.approx(-0.4)
-    assert DroNetController(goal).update(0.95, 0.8, 1, heading_error=1.2).yaw_rate == 0.0, "beyond the cone"
-    assert DroNetController(goal).update(0.95, -0.8, 1, heading_error=1.2).yaw_rate == pytest.approx(0.8)
+    assert DroNetController(goal).update(0.6, 0.4, 1, heading_error=0.5).yaw_rate == pytest.approx(-0.4), \
+        "near obstacles the steering alone"
     assert DroNetController(goal).update(0.0, 0.0, 1, heading_error=2 * math.pi - 0.5).yaw_rate == \
         pytest.approx(-0.5), "heading errors wrap"
-    # stopped with no side preferred: turn to search, keeping the side chosen while the stop lasts
-    search = ControllerConfig(max_yaw_rate=1.0, yaw_alpha=1.0, goal_gain=1.0, goal_cone=1.0, search_yaw_rate=0.5)
-    ctl = DroNetController(search)
-    turns = [ctl.update(0.95, s, i, heading_error=0.0).yaw_rate for i, s in enumerate((0.2, 0.01, -0.05, 0.03))]
-    assert turns == pytest.approx([-0.5] * 4), "leans right (s = 0.2), then wavers: keeps turning right"
-    turns = [ctl.update(0.95, s, 10 + i, heading_error=0.0).yaw_rate for i, s in enumerate((-0.46, -0.56, -0.3))]
-    assert turns == pytest.approx([0.5, 0.56, 0.5]), "clearly leans left: turns left, at least the search rate"
-    assert ctl.update(0.95, 0.0, 19, heading_error=-1.2).yaw_rate == 0.0, "not further than the goal cone"
-    assert ctl.update(0.1, 0.0, 20, heading_error=0.0).yaw_rate == 0.0, "moving again: no search"
-    assert DroNetController(search).update(0.95, 0.0, 1, heading_error=0.0).yaw_rate == 0.5, "no lean: left"
-    assert DroNetController(search).update(0.95, 0.0, 1, heading_error=-0.3).yaw_rate == -0.5, "toward the goal"
-    assert DroNetController(search).update(0.95, 0.8, 1, heading_error=0.0).yaw_rate == pytest.approx(-0.8)
+    search = DroNetController(ControllerConfig(max_yaw_rate=1.0, yaw_alpha=1.0, goal_gain=1.0, goal_cone=1.0,
+                                               search_yaw_rate=0.5))
+    assert search.update(0.95, -0.46, 1, heading_error=0.0).yaw_rate == pytest.approx(0.5), "stopped: searches left"
+    assert search.update(0.95, 0.0, 2, heading_error=-1.2).yaw_rate == 0.0, \
+        "the search side kept, but never further from a goal beyond the cone"

@@ -12,6 +12,7 @@ import pytest
 
 from spinn_ros.core.codec import MAX_REQUEST_BYTES
 from spinn_ros.tools.ports import free_port
+from spinn_ros.tools.waiting import wait_until
 from spinn_ros.transport.zenoh_link import (
     NO_REPLY,
     TIMED_OUT,
@@ -240,13 +241,8 @@ def test_settings_from_params_refuses_bad_values():
 
 
 # -- an in-process round trip (plain, localhost) -----------------------------------------------
-def wait_for(cond, timeout: float = 2.0) -> bool:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.005)
-    return True
+#: how long to wait for Zenoh's liveliness and load reports (milliseconds when the machine is quiet)
+WAIT_S = 10.0
 
 
 class Outcomes:
@@ -287,7 +283,7 @@ class Link:
 def link():
     lk = Link()
     try:
-        assert wait_for(lambda: lk.drone.cloud_available), "the drone never saw the cloud's liveliness token"
+        wait_until(lambda: lk.drone.cloud_available, WAIT_S, "the drone to see the cloud's liveliness token")
         yield lk
     finally:
         lk.drone.close()
@@ -328,7 +324,7 @@ def test_the_monitor_probes_the_cloud_and_reads_its_load(link):
     loads, probes = [], Outcomes()
     monitor = MonitorLink(ZenohSettings(connect=(link.endpoint,)), lambda name, load: loads.append((name, load)))
     try:
-        assert wait_for(lambda: monitor.clouds.alive == {"c_1"})
+        wait_until(lambda: monitor.clouds.alive == {"c_1"}, WAIT_S, "the monitor to see the cloud")
         monitor.probe("c/1", up_bytes=1000, down_bytes=50_000, timeout_s=1.0, done=lambda s: probes(s, None))
         assert probes.event.wait(2.0)
         (rtt, _), = probes.got
@@ -336,7 +332,7 @@ def test_the_monitor_probes_the_cloud_and_reads_its_load(link):
         link.cloud.session.put(load_key("spinn", "c/1"), b"{not json")     # not a measurement: ignored
         link.cloud.session.put(load_key("spinn", "c/1"), b"[1, 2]")        # not a report either
         link.cloud.publish_load({"queue_depth": 3})
-        assert wait_for(lambda: loads)
+        wait_until(lambda: loads, WAIT_S, "the cloud's load report")
         time.sleep(0.05)
         assert loads == [("c_1", {"queue_depth": 3})]
     finally:
@@ -347,7 +343,7 @@ def test_a_probe_of_a_cloud_that_is_not_there_reports_none(link):
     probes = Outcomes()
     monitor = MonitorLink(ZenohSettings(connect=(link.endpoint,)), lambda name, load: None)
     try:
-        assert wait_for(lambda: monitor.clouds.alive == {"c_1"})
+        wait_until(lambda: monitor.clouds.alive == {"c_1"}, WAIT_S, "the monitor to see the cloud")
         monitor.probe("elsewhere", up_bytes=10, down_bytes=10, timeout_s=1.0, done=lambda s: probes(s, None))
         assert probes.event.wait(2.0) and probes.got == [(None, None)]
     finally:
@@ -356,7 +352,8 @@ def test_a_probe_of_a_cloud_that_is_not_there_reports_none(link):
 
 def test_the_drone_sees_the_cloud_go_and_then_gets_no_reply_at_once(link):
     link.close_cloud()
-    assert wait_for(lambda: not link.drone.cloud_available) and link.changes[-1] == set()
+    wait_until(lambda: not link.drone.cloud_available, WAIT_S, "the drone to see the cloud gone")
+    assert link.changes[-1] == set()
     out = Outcomes()
     start = time.monotonic()
     link.drone.request(b"anyone?", 1.0, out)
