@@ -4,7 +4,8 @@
 and the plan in force. Each control period ``step(now_s, **settings)`` re-plans for a
 forced reason (the first plan, the cloud appearing or vanishing), a bandwidth step the
 estimator already debounced, or a lasting change the detector reports; and it hands back
-the new decision only when it differs from the plan in force. The caller passes the time
+the new decision only when it differs from the plan in force, or when the drone it was made
+for changed (the same plan again, with the new drone's predictions). The caller passes the time
 (tests use a fake clock); measurements arrive on ROS and Zenoh threads, so every input is
 taken under one lock. The monitor node only adapts it to ROS and Zenoh.
 """
@@ -28,6 +29,7 @@ class Replanner:
         self.detector = ChangeDetector()
         self._lock = threading.Lock()
         self._force: str | None = "start"         # re-plan at the next step, whatever the estimates say
+        self._republish = False                   # ... and hand back its decision even if the plan stays
         self._bandwidth_jumps = 0
         self._offload_samples_seen = 0
         self.plan_id = 0
@@ -59,10 +61,13 @@ class Replanner:
                 if alive:
                     self.estimator.reset_link()
 
-    def force(self, why: str) -> None:
-        """Re-plan at the next step, e.g. for new drone settings."""
+    def force(self, why: str, republish: bool = False) -> None:
+        """Re-plan at the next step, e.g. for new drone settings. ``republish``: the premises of the plan
+        in force changed (the drone it was made for), so hand back the decision even when it keeps the
+        same plan: its predictions are the new drone's (a new plan id, not a plan change)."""
         with self._lock:
             self._force = why
+            self._republish = self._republish or republish
 
     def bulk_probe_bytes(self, nbytes: int, max_share: float, period_s: float) -> int | None:
         """The size of the next bandwidth probe (None: offloads measured the link since the last one),
@@ -91,13 +96,15 @@ class Replanner:
             why = self._why(now_s)
             if not why:
                 return None
+            republish, self._republish = self._republish, False
             conditions = self.estimator.conditions(**settings)
         # outside the lock: measurements go on arriving
         decision = self.scheduler.decide(conditions, incumbent=self.plan.plan if self.plan else None)
-        if self.plan is not None and _same_plan(self.plan, decision):
+        same = self.plan is not None and _same_plan(self.plan, decision)
+        if same and not republish:
             return None
         self.plan_id += 1
-        self.plan_changes += self.plan is not None
+        self.plan_changes += self.plan is not None and not same
         self.plan = decision
         return decision, why, conditions
 

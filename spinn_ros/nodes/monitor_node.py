@@ -9,7 +9,8 @@ It lives beside its drone (same namespace, same side of the link) and:
 
 Every control period the estimates go through a change detector with hysteresis; only a
 lasting change (or the cloud appearing/vanishing) triggers a new decision, and only a
-decision that differs from the plan in force is published, with its reason logged. Those
+decision that differs from the plan in force is published (or the same plan again, with new
+predictions, when the drone's settings changed under it), with its reason logged. Those
 rules are the pure core's (core/replan.py); this node adapts them to ROS and Zenoh.
 """
 from __future__ import annotations
@@ -149,7 +150,7 @@ class MonitorNode(Node):
         re-plans for them. The drone's own settings come from the drone (_on_drone_settings)."""
         self.p = {**self.p, **changed}
         self.replanner.min_samples = self.p["min_samples"]
-        self.replanner.force("parameters changed: " + ", ".join(sorted(changed)))
+        self.replanner.force("parameters changed: " + ", ".join(sorted(changed)), republish=True)
 
     # -- measurements (ROS and Zenoh threads) -------------------------------------------------
     def _on_load(self, cloud: str, load: dict) -> None:
@@ -194,7 +195,7 @@ class MonitorNode(Node):
         if changed:
             what = ", ".join(f"{k}={v}" for k, v in sorted(changed.items()))
             self.get_logger().info(f"drone settings from {self.drone_settings.fqn}: {what}")
-            self.replanner.force(f"drone parameters changed: {what}")
+            self.replanner.force(f"drone parameters changed: {what}", republish=True)
 
     def _control(self) -> None:
         new_plan = self.replanner.step(time.monotonic(), **self._settings())

@@ -149,3 +149,17 @@ def test_new_drone_settings_replan_at_the_next_step(planner):
     assert why == "parameters changed: device_slowdown" and where(decision) != (3, True)
     loop.replanner.force("parameters changed: device_slowdown")
     assert loop.run(PERIOD_S, 10.0, 100.0) == []
+
+
+def test_a_plan_made_for_another_drone_is_published_again_with_the_new_drones_predictions(planner):
+    """The drone's settings arrived after the first plan (the monitor fetches them from the drone) and
+    keep the plan: it is handed back anyway, predicted for the drone now known; not a plan change."""
+    loop = flying(planner)
+    before, changes, plan_id = loop.replanner.plan, loop.replanner.plan_changes, loop.replanner.plan_id
+    loop.settings["device_slowdown"] = 26.0                      # a little slower than the 25 planned for
+    loop.replanner.force("drone parameters changed: emulate.slowdown=26.0", republish=True)
+    [(_, why, decision)] = loop.run(PERIOD_S, 10.0, 100.0)
+    assert why.startswith("drone parameters changed") and decision.plan == before.plan
+    assert decision.prediction.latency_ms > before.prediction.latency_ms, "predicted for the slower drone"
+    assert (loop.replanner.plan_id, loop.replanner.plan_changes) == (plan_id + 1, changes)
+    assert loop.run(1.0, 10.0, 100.0) == [], "once"
