@@ -196,7 +196,9 @@ class PerformanceModel:
         busy_dev = pre + k * self.dev_to_exit[:, None, :]                     # (C, 1, E): answered at exit e
         busy_off = pre + before_send + after_send                            # (C, S): offloaded
         busy = (R_dev * busy_dev).sum(-1) + p_off * busy_off
-        start = _mailbox_wait(cond.frame_rate_hz, busy_dev, R_dev, busy_off, p_off) + pre   # (C, S): head starts
+        waits, wait_w = _mailbox_waits(cond.frame_rate_hz, busy_dev, R_dev, busy_off, p_off)     # (C, S, E + 1)
+        mean_wait = (wait_w * waits).sum(-1)
+        start = mean_wait + pre                                              # (C, S): the head starts
         dev_exit_lat = start[..., None] + k * self.dev_to_exit[:, None, :]   # answered by a device exit
         sent_at = start + before_send                                        # the request leaves the drone
         has_prov = ~np.isnan(prov_acc)                                       # (C, S)
@@ -242,10 +244,24 @@ class PerformanceModel:
         fps = _throughput_bounds(cond, usable, device_ms, bytes_pf, server_ms)
         with np.errstate(divide="ignore"):
             processed = np.minimum(1.0, 1e3 / (device_ms * cond.frame_rate_hz))  # the rest: dropped in the mailbox
-        on_time = self._on_time_accuracy(lat, final_acc, w, prov_at + self.hop_ms, prov, on_time_ms, processed)
+        # a frame waits what the frame before it overran: the latencies above hold the mean wait; the
+        # percentile and the on-time share take the wait's distribution (the frame before answered
+        # at each exit, or offloaded), independent of the frame's own path
+        # (answers the deadline pins, the fallbacks at it, do not move)
+        shift = waits - mean_wait[..., None]                                 # (C, S, J)
+        pinned_fb = np.broadcast_to((cond.deadline_ms >= np.where(has_prov, prov_at, sent_at))[..., None],
+                                    fallback_lat.shape)
+        moves = ~np.concatenate([~on_dev & late & pinned_fb, pinned_fb, np.zeros(R_refused.shape, bool)], axis=-1)
+        on_time = sum(wait_w[..., j] * self._on_time_accuracy(lat + moves * shift[..., j, None], final_acc, w,
+                                                              prov_at + self.hop_ms + shift[..., j], prov,
+                                                              on_time_ms, processed)
+                      for j in range(shift.shape[-1]))
+        C, S = lat.shape[:2]
+        all_lat = (lat[..., None, :] + moves[..., None, :] * shift[..., :, None]).reshape(C, S, -1)
+        all_w = (wait_w[..., :, None] * w[..., None, :]).reshape(C, S, -1)
         valid, holds = self._valid_and_holding(mode, usable)
         return {"valid": valid, "bottleneck": fps.argmin(0), "holds": holds,
-                "latency_ms": _mixture_percentile(lat, w, percentile), "mean_latency_ms": (w * lat).sum(-1),
+                "latency_ms": _mixture_percentile(all_lat, all_w, percentile), "mean_latency_ms": (w * lat).sum(-1),
                 "accuracy": accuracy, "on_time_accuracy": on_time, "throughput_fps": fps.min(0),
                 "offload_fraction": p_off * admitted, "fallback_fraction": (R_cloud * p_fb + R_refused).sum(-1),
                 "bytes_per_frame": bytes_pf, "server_ms_per_frame": server_ms, "device_ms_per_frame": device_ms}
@@ -318,23 +334,25 @@ def _stale_accuracy(cal: Calibration) -> float:
     return 0.5 if frac is None else frac * frac + (1 - frac) * (1 - frac)
 
 
-def _mailbox_wait(frame_rate_hz: float, busy_dev: np.ndarray, w_dev: np.ndarray, busy_off: np.ndarray,
-                  w_off: np.ndarray) -> np.ndarray:
-    """Mean ms a processed frame waits in the drone's one-frame mailbox (KEEP_LAST 1, newest wins).
+def _mailbox_waits(frame_rate_hz: float, busy_dev: np.ndarray, w_dev: np.ndarray, busy_off: np.ndarray,
+                   w_off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How long a processed frame waits in the drone's one-frame mailbox (KEEP_LAST 1, newest wins):
+    (values, weights), each (C, S, E + 1), one per way the frame before it kept the drone busy.
 
     The camera is periodic, not random: a frame that keeps the drone busy ``b`` ms, shorter than
     the camera period ``T``, is done before the next frame arrives, which then waits nothing;
     one longer than ``T`` leaves the newest frame waiting ``b mod T`` (the frames before it were
-    replaced). So the wait is that overrun, averaged over how long the previous frame kept the
-    drone busy: per device exit (``busy_dev``, rates ``w_dev``, (C, S, E)) and offloaded
-    (``busy_off``, share ``w_off``, (C, S)). (A random-arrival formula, rho x b / 2, predicted
-    mean latencies 35-45 % high at 80-95 % load: test_monitor.)"""
+    replaced). So the wait is that overrun of the previous frame: answered at device exit e
+    (``busy_dev``, rates ``w_dev``, (C, S, E)) or offloaded (``busy_off``, share ``w_off``, (C, S)).
+    (A random-arrival formula, rho x b / 2, predicted mean latencies 35-45 % high at 80-95 % load:
+    test_monitor.)"""
     period = 1e3 / frame_rate_hz
 
     def overrun(b):
         return np.where(b > period, np.mod(b, period), 0.0)
 
-    return (w_dev * overrun(busy_dev)).sum(-1) + w_off * overrun(busy_off)
+    values = np.concatenate([np.broadcast_to(overrun(busy_dev), w_dev.shape), overrun(busy_off)[..., None]], axis=-1)
+    return values, np.concatenate([w_dev, w_off[..., None]], axis=-1)
 
 
 def _uplink(cond: Conditions, usable: bool, nbytes: np.ndarray, busy: np.ndarray, p_off: np.ndarray):
