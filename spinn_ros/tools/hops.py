@@ -26,7 +26,8 @@ WARMUP = 20
 
 @dataclass
 class NodeRun:
-    """One drone node's frames: per answered frame (after warm-up) the times in ms."""
+    """One drone node's frames: per answered frame after the warm-up (``WARMUP`` frames before the
+    ``sent`` measured ones) the times in ms."""
     sent: int
     e2e_ms: list[float] = field(default_factory=list)         # publish -> result here
     device_ms: list[float] = field(default_factory=list)      # the node's model compute
@@ -90,7 +91,7 @@ def run_drone_node(ros, checkpoint: str, frames: np.ndarray, n: int, rate_hz: fl
         ros.node.destroy_publisher(pub)
         proc.stop()
         ros.procs.remove(proc)
-    run = NodeRun(sent=n + WARMUP, steps=dict(node_steps))
+    run = NodeRun(sent=n, steps=dict(node_steps))
     for seq, recv_ns, dev_ms, node_ms in arrivals:
         if seq >= WARMUP:
             run.e2e_ms.append((recv_ns - sent[seq]) / 1e6)
