@@ -42,7 +42,7 @@ def dds_started() -> bool:
 #: lock files that reserve a ROS domain for one process (any checkout, any user of this machine's /tmp)
 DOMAIN_LOCKS = Path(tempfile.gettempdir()) / "spinn_ros-ros-domains"
 FIRST_DOMAIN, DOMAINS = 10, 90          # 10..99: clear of the default 0, and DDS ports stay valid (<= 232)
-_domain: tuple[int, object] | None = None       # (domain, its lock file, held open for this process's life)
+_domain: tuple[int, int] | None = None          # (domain, its lock file's fd, held open for this process's life)
 
 
 def domain_id_for_run() -> int:
@@ -56,22 +56,34 @@ def domain_id_for_run() -> int:
     return _domain[0]
 
 
-def _reserve_domain(preferred: int) -> tuple[int, object]:
-    DOMAIN_LOCKS.mkdir(parents=True, exist_ok=True)
+def _reserve_domain(preferred: int) -> tuple[int, int]:
+    _shared_dir(DOMAIN_LOCKS)
     for i in range(DOMAINS):
         domain = FIRST_DOMAIN + (preferred - FIRST_DOMAIN + i) % DOMAINS
-        lock = open(DOMAIN_LOCKS / f"{domain}.lock", "a")
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = os.open(DOMAIN_LOCKS / f"{domain}.lock", os.O_RDWR | os.O_CREAT, 0o666)
         except OSError:
-            lock.close()
+            continue                      # another user's lock file we may not open: theirs
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
             continue
         if domain_port_files(shm_files_in_use(), domain):
-            lock.close()                  # (closing releases the lock)
+            os.close(fd)                  # (closing releases the lock)
             continue
-        return domain, lock
+        return domain, fd
     raise RuntimeError(f"no free ROS domain in {FIRST_DOMAIN}..{FIRST_DOMAIN + DOMAINS - 1} "
                        f"(every one locked in {DOMAIN_LOCKS} or in use)")
+
+
+def _shared_dir(path: Path) -> None:
+    """A directory every user of the machine can add lock files to (sticky, like /tmp)."""
+    try:
+        path.mkdir(parents=True)
+        path.chmod(0o1777)
+    except FileExistsError:
+        pass
 
 
 def domain_port_files(names, domain: int) -> set[str]:
@@ -131,9 +143,9 @@ def orphaned_shm_files(before: set[str]) -> set[str]:
 
 def remove_domain_leftovers(before: set[str], domain: int) -> list[str]:
     """Remove what FastDDS left of ``domain`` since ``before`` that no live process holds; call
-    it once every participant of the run has exited cleanly. (FastDDS's last closer of a port
-    skips the unlink when it has marked the port not ok; its own remedy for such files is
-    ``fastdds shm clean``, which removes every unheld one: this removes only our domain's.)"""
+    it once every participant of the run has exited cleanly. (One way FastDDS leaves such a
+    file: the last process to close a port skips the unlink when the port was marked not ok.
+    Its own remedy, ``fastdds shm clean``, removes every unheld one: this, only our domain's.)"""
     removed = []
     for name in sorted(domain_port_files(orphaned_shm_files(before), domain)):
         try:

@@ -346,7 +346,6 @@ class Flight:
             self._node_log.close()
         self.notes += errors
 
-
     def _remove_dds_leftovers(self) -> None:
         """Every participant of the flight is gone: FastDDS files of its domain that nobody holds are
         leftovers (a rare FastDDS race at teardown, docs/flight.md); removed and reported. Not after
