@@ -252,16 +252,23 @@ class PerformanceModel:
         pinned_fb = np.broadcast_to((cond.deadline_ms >= np.where(has_prov, prov_at, sent_at))[..., None],
                                     fallback_lat.shape)
         moves = ~np.concatenate([~on_dev & late & pinned_fb, pinned_fb, np.zeros(R_refused.shape, bool)], axis=-1)
-        on_time = sum(wait_w[..., j] * self._on_time_accuracy(lat + moves * shift[..., j, None], final_acc, w,
-                                                              prov_at + self.hop_ms + shift[..., j], prov,
-                                                              on_time_ms, processed)
-                      for j in range(shift.shape[-1]))
-        C, S = lat.shape[:2]
-        all_lat = (lat[..., None, :] + moves[..., None, :] * shift[..., :, None]).reshape(C, S, -1)
-        all_w = (wait_w[..., :, None] * w[..., None, :]).reshape(C, S, -1)
+        # components no plan weighs (no loss, no refusal, a wait nobody overruns into) stay out of the sort
+        used_k, used_j = (w > 0).any(axis=(0, 1)), (wait_w > 0).any(axis=(0, 1))
+        lat, final_acc, w, moves = lat[..., used_k], final_acc[..., used_k], w[..., used_k], moves[..., used_k]
+        shift, wait_w = shift[..., used_j], wait_w[..., used_j]
+        lat_j = lat[..., None, :] + moves[..., None, :] * shift[..., :, None]              # (C, S, J, K)
+        prov_j = prov_at[..., None] + self.hop_ms + shift                                   # (C, S, J)
+        on_time = (wait_w * self._on_time_accuracy(lat_j, final_acc[..., None, :], w[..., None, :], prov_j,
+                                                   prov[..., None, :], on_time_ms, processed[..., None])).sum(-1)
         valid, holds = self._valid_and_holding(mode, usable)
+        # the joint percentile for the plans the drone can run now; the rest (never chosen) at the mean wait
+        latency = _mixture_percentile(lat, w, percentile)
+        if valid.any():
+            joint_w = wait_w[valid][..., :, None] * w[valid][..., None, :]
+            latency[valid] = _mixture_percentile(lat_j[valid].reshape(valid.sum(), -1),
+                                                 joint_w.reshape(valid.sum(), -1), percentile)
         return {"valid": valid, "bottleneck": fps.argmin(0), "holds": holds,
-                "latency_ms": _mixture_percentile(all_lat, all_w, percentile), "mean_latency_ms": (w * lat).sum(-1),
+                "latency_ms": latency, "mean_latency_ms": (w * lat).sum(-1),
                 "accuracy": accuracy, "on_time_accuracy": on_time, "throughput_fps": fps.min(0),
                 "offload_fraction": p_off * admitted, "fallback_fraction": (R_cloud * p_fb + R_refused).sum(-1),
                 "bytes_per_frame": bytes_pf, "server_ms_per_frame": server_ms, "device_ms_per_frame": device_ms}
@@ -352,7 +359,13 @@ def _mailbox_waits(frame_rate_hz: float, busy_dev: np.ndarray, w_dev: np.ndarray
         return np.where(b > period, np.mod(b, period), 0.0)
 
     values = np.concatenate([np.broadcast_to(overrun(busy_dev), w_dev.shape), overrun(busy_off)[..., None]], axis=-1)
-    return values, np.concatenate([w_dev, w_off[..., None]], axis=-1)
+    weights = np.concatenate([w_dev, w_off[..., None]], axis=-1)
+    # the ways that never overrun (every plan done within the period) are one: no wait
+    never = ~(values > 0).any(axis=(0, 1))
+    if never.sum() > 1:
+        values = np.concatenate([np.zeros(values.shape[:2] + (1,)), values[..., ~never]], axis=-1)
+        weights = np.concatenate([weights[..., never].sum(-1, keepdims=True), weights[..., ~never]], axis=-1)
+    return values, weights
 
 
 def _uplink(cond: Conditions, usable: bool, nbytes: np.ndarray, busy: np.ndarray, p_off: np.ndarray):
@@ -382,4 +395,4 @@ def _mixture_percentile(values: np.ndarray, weights: np.ndarray, percentile: flo
     order = np.argsort(values, axis=-1)
     cum = np.cumsum(np.take_along_axis(weights, order, -1), axis=-1)
     idx = np.argmax(cum >= percentile / 100.0 * cum[..., -1:] - 1e-9, axis=-1)
-    return np.take_along_axis(np.take_along_axis(values, order, -1), idx[..., None], -1)[..., 0]
+    return np.take_along_axis(values, np.take_along_axis(order, idx[..., None], -1), -1)[..., 0]
