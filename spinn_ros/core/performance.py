@@ -262,7 +262,8 @@ class PerformanceModel:
                                                    prov[..., None, :], on_time_ms, processed[..., None])).sum(-1)
         valid, holds = self._valid_and_holding(mode, usable)
         # the joint percentile for the plans the drone can run now; the rest (never chosen) at the mean wait
-        latency = _mixture_percentile(lat, w, percentile)
+        latency = np.empty(valid.shape)
+        latency[~valid] = _mixture_percentile(lat[~valid], w[~valid], percentile)
         if valid.any():
             joint_w = wait_w[valid][..., :, None] * w[valid][..., None, :]
             latency[valid] = _mixture_percentile(lat_j[valid].reshape(valid.sum(), -1),

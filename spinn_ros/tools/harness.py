@@ -58,6 +58,7 @@ def domain_id_for_run() -> int:
 
 def _reserve_domain(preferred: int) -> tuple[int, int]:
     _shared_dir(DOMAIN_LOCKS)
+    in_use = shm_files_in_use()           # one scan of /proc for every candidate
     for i in range(DOMAINS):
         domain = FIRST_DOMAIN + (preferred - FIRST_DOMAIN + i) % DOMAINS
         try:
@@ -69,7 +70,7 @@ def _reserve_domain(preferred: int) -> tuple[int, int]:
         except OSError:
             os.close(fd)
             continue
-        if domain_port_files(shm_files_in_use(), domain):
+        if domain_port_files(in_use, domain):
             os.close(fd)                  # (closing releases the lock)
             continue
         return domain, fd

@@ -13,7 +13,6 @@ adds them to every answer; bench/bench_node_overhead.py tabulates the same run p
 """
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -100,20 +99,15 @@ def run_drone_node(ros, checkpoint: str, frames: np.ndarray, n: int, rate_hz: fl
     return run
 
 
-def _stats(values: list[float]) -> dict:
-    from ..core.stats import percentile
-
-    return {"median": round(statistics.median(values), 4), "p90": round(percentile(values, 90), 4),
-            "mean": round(statistics.fmean(values), 4)}
-
-
 def hop_section(run: NodeRun, preprocess_ms: float, camera: tuple[int, int], rate_hz: float) -> dict:
     """The device profile's ``hops``: in and out per frame as {median, p90, mean} ms (never below 0)."""
     if run.received < 10:
         raise RuntimeError(f"only {run.received} of {run.sent} frames answered: too few to measure the hops")
-    ins = [max(node - dev - preprocess_ms, 0.0) for node, dev in zip(run.node_ms, run.device_ms)]
-    outs = [max(e2e - node, 0.0) for e2e, node in zip(run.e2e_ms, run.node_ms)]
-    return {"in_ms": _stats(ins), "out_ms": _stats(outs), "frames": run.received, "camera": list(camera),
+    from .profile import stats_ms
+
+    ins = [max(node - dev - preprocess_ms, 0.0) / 1e3 for node, dev in zip(run.node_ms, run.device_ms)]
+    outs = [max(e2e - node, 0.0) / 1e3 for e2e, node in zip(run.e2e_ms, run.node_ms)]
+    return {"in_ms": stats_ms(ins), "out_ms": stats_ms(outs), "frames": run.received, "camera": list(camera),
             "rate_hz": rate_hz}
 
 

@@ -53,7 +53,8 @@ NEVER_CONFIDENT = 2.0
 # ---------------------------------------------------------------------------------
 
 
-def _stats_ms(samples_s: Sequence[float]) -> dict:
+def stats_ms(samples_s: Sequence[float]) -> dict:
+    """Durations in seconds -> a profile entry: {median, p90, mean} in ms."""
     ms = [s * 1e3 for s in samples_s]
     return {"median": round(statistics.median(ms), 5), "p90": round(percentile(ms, 90), 5),
             "mean": round(statistics.fmean(ms), 5)}
@@ -83,7 +84,7 @@ class _Timer:
         return out
 
     def stats(self, fn: Callable[[int], object]) -> dict:
-        return _stats_ms(self.samples(fn))
+        return stats_ms(self.samples(fn))
 
 
 def input_frames(n: int, size: int, dataset: Path | None) -> tuple[np.ndarray, str]:
