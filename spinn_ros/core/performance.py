@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .calibration import PLAIN_NETWORK, Calibration, provisional_accuracy
+from .mailbox_wait import mailbox_waits
 from .plan import OFFLOAD_FIRST, PLAN_MODES, PROVISIONAL_FIRST, RACE, check_mode
 from .prediction import METRICS, Conditions, Prediction, PredictionTable
 from .profile import Profile, ProfileError
@@ -196,8 +197,11 @@ class PerformanceModel:
         busy_dev = pre + k * self.dev_to_exit[:, None, :]                     # (C, 1, E): answered at exit e
         busy_off = pre + before_send + after_send                            # (C, S): offloaded
         busy = (R_dev * busy_dev).sum(-1) + p_off * busy_off
-        waits, wait_w = _mailbox_waits(cond.frame_rate_hz, busy_dev, R_dev, busy_off, p_off)     # (C, S, E + 1)
-        mean_wait = (wait_w * waits).sum(-1)
+        # the mailbox wait's distribution over the paths the frames before took (core/mailbox_wait.py)
+        mailbox = mailbox_waits(cond.frame_rate_hz, np.concatenate(
+            [np.broadcast_to(busy_dev, R_dev.shape), busy_off[..., None]], axis=-1), np.concatenate(
+            [R_dev, p_off[..., None]], axis=-1))
+        waits, wait_w, mean_wait = np.broadcast_to(mailbox.values, mailbox.weights.shape), mailbox.weights, mailbox.mean
         start = mean_wait + pre                                              # (C, S): the head starts
         dev_exit_lat = start[..., None] + k * self.dev_to_exit[:, None, :]   # answered by a device exit
         sent_at = start + before_send                                        # the request leaves the drone
@@ -241,12 +245,11 @@ class PerformanceModel:
         device_ms = busy + (R_cloud * p_fb * fallback_work).sum(-1)
         bytes_pf = p_off * admitted * nbytes[None, :]
         server_ms = (R_cloud * (1 - loss) * (share + dec_ms[None, :, None])).sum(-1)
-        fps = _throughput_bounds(cond, usable, device_ms, bytes_pf, server_ms)
-        with np.errstate(divide="ignore"):
-            processed = np.minimum(1.0, 1e3 / (device_ms * cond.frame_rate_hz))  # the rest: dropped in the mailbox
-        # a frame waits what the frame before it overran: the latencies above hold the mean wait; the
-        # percentile and the on-time share take the wait's distribution (the frame before answered
-        # at each exit, or offloaded), independent of the frame's own path
+        fps = _throughput_bounds(cond, usable, device_ms, mailbox.periods_per_frame, bytes_pf, server_ms)
+        with np.errstate(divide="ignore"):     # the rest: replaced in the mailbox
+            processed = np.minimum(1.0 / mailbox.periods_per_frame, 1e3 / (device_ms * cond.frame_rate_hz))
+        # the latencies above hold the mean mailbox wait; the percentile and the on-time share take
+        # its distribution, independent of the frame's own path
         # (answers the deadline pins, the fallbacks at it, do not move)
         shift = waits - mean_wait[..., None]                                 # (C, S, J)
         pinned_fb = np.broadcast_to((cond.deadline_ms >= np.where(has_prov, prov_at, sent_at))[..., None],
@@ -261,6 +264,8 @@ class PerformanceModel:
         on_time = (wait_w * self._on_time_accuracy(lat_j, final_acc[..., None, :], w[..., None, :], prov_j,
                                                    prov[..., None, :], on_time_ms, processed[..., None])).sum(-1)
         valid, holds = self._valid_and_holding(mode, usable)
+        # a plan whose every offload lands after the deadline sends work nobody can use
+        valid &= ~((p_off > 0) & ((R_cloud * (1 - p_fb)).sum(-1) <= 0))
         # the joint percentile for the plans the drone can run now; the rest (never chosen) at the mean wait
         latency = np.empty(valid.shape)
         latency[~valid] = _mixture_percentile(lat[~valid], w[~valid], percentile)
@@ -342,33 +347,6 @@ def _stale_accuracy(cal: Calibration) -> float:
     return 0.5 if frac is None else frac * frac + (1 - frac) * (1 - frac)
 
 
-def _mailbox_waits(frame_rate_hz: float, busy_dev: np.ndarray, w_dev: np.ndarray, busy_off: np.ndarray,
-                   w_off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """How long a processed frame waits in the drone's one-frame mailbox (KEEP_LAST 1, newest wins):
-    (values, weights), each (C, S, E + 1), one per way the frame before it kept the drone busy.
-
-    The camera is periodic, not random: a frame that keeps the drone busy ``b`` ms, shorter than
-    the camera period ``T``, is done before the next frame arrives, which then waits nothing;
-    one longer than ``T`` leaves the newest frame waiting ``b mod T`` (the frames before it were
-    replaced). So the wait is that overrun of the previous frame: answered at device exit e
-    (``busy_dev``, rates ``w_dev``, (C, S, E)) or offloaded (``busy_off``, share ``w_off``, (C, S)).
-    (A random-arrival formula, rho x b / 2, predicted mean latencies 35-45 % high at 80-95 % load:
-    test_monitor.)"""
-    period = 1e3 / frame_rate_hz
-
-    def overrun(b):
-        return np.where(b > period, np.mod(b, period), 0.0)
-
-    values = np.concatenate([np.broadcast_to(overrun(busy_dev), w_dev.shape), overrun(busy_off)[..., None]], axis=-1)
-    weights = np.concatenate([w_dev, w_off[..., None]], axis=-1)
-    # the ways that never overrun (every plan done within the period) are one: no wait
-    never = ~(values > 0).any(axis=(0, 1))
-    if never.sum() > 1:
-        values = np.concatenate([np.zeros(values.shape[:2] + (1,)), values[..., ~never]], axis=-1)
-        weights = np.concatenate([weights[..., never].sum(-1, keepdims=True), weights[..., ~never]], axis=-1)
-    return values, weights
-
-
 def _uplink(cond: Conditions, usable: bool, nbytes: np.ndarray, busy: np.ndarray, p_off: np.ndarray):
     """(transfer ms per split, queueing ms (C, S)): M/D/1 waiting at the offered offload rate,
     the drone's frame rate (camera- or compute-bound) times the offload share; a saturated
@@ -382,11 +360,14 @@ def _uplink(cond: Conditions, usable: bool, nbytes: np.ndarray, busy: np.ndarray
         return tx, np.where(rho < 1, rho / (2 * (1 - rho)) * tx[None, :], np.inf)
 
 
-def _throughput_bounds(cond: Conditions, usable: bool, device_ms, bytes_pf, server_ms) -> np.ndarray:
-    """Frames per second each of camera, drone compute, uplink and server allows (BOTTLENECKS order)."""
+def _throughput_bounds(cond: Conditions, usable: bool, device_ms, periods_per_frame, bytes_pf, server_ms
+                       ) -> np.ndarray:
+    """Frames per second each of camera, drone compute (its work, and the camera periods it lets
+    pass idle or replaced per frame), uplink and server allows (BOTTLENECKS order)."""
     mbps = cond.bandwidth_mbps if usable else 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.stack([np.full_like(device_ms, cond.frame_rate_hz), 1e3 / device_ms,
+        return np.stack([np.full_like(device_ms, cond.frame_rate_hz),
+                         np.minimum(1e3 / device_ms, cond.frame_rate_hz / periods_per_frame),
                          np.where(bytes_pf > 0, mbps * 1e6 / 8 / bytes_pf, np.inf),
                          np.where(server_ms > 0, 1e3 / server_ms, np.inf)])
 

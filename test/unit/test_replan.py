@@ -1,8 +1,9 @@
 """The monitor's re-plan rules (core/replan.py) on a fake clock, with the shipped model's planner.
 
-With these drone settings (those of test_monitor) the planner offloads at split 3 on a fast
-link (100 Mbit/s, 10-40 ms), at split 1 with a 60 ms round trip, and keeps every frame on the
-drone at 1 Mbit/s, at 100 ms or with the cloud down.
+With these drone settings (those of test_monitor) the planner offloads at split 2 on a fast
+link (100 Mbit/s, 10-40 ms), at split 1 with a 60 ms round trip, only the 2 kB activation at split 6
+at 1 Mbit/s, and keeps every frame on the drone at 100 ms (past the drone's 90 ms deadline) or with
+the cloud down.
 """
 import math
 
@@ -67,7 +68,7 @@ def test_the_first_step_plans_and_a_steady_link_keeps_the_plan(planner):
     loop = flying(planner)
     assert [(t, why, where(d)) for t, why, d in loop.plans] == [
         (0.0, "start", (7, False)),                  # the drone alone until the cloud is seen
-        (0.1, "cloud appeared", (3, True))]
+        (0.1, "cloud appeared", (2, True))]
     assert loop.run(5.0, 10.0, 100.0) == []
     assert (loop.replanner.plan_id, loop.replanner.plan_changes) == (2, 1)
     assert loop.replanner.plan is loop.plans[-1][2]
@@ -98,7 +99,7 @@ def test_the_cloud_vanishing_and_appearing_force_a_replan_and_appearing_resets_t
     fields = loop.replanner.link_state_fields()
     assert fields["samples"] == 0 and math.isnan(fields["bandwidth_mbps"]) and math.isnan(fields["rtt_ms"])
     [(_, why, decision)] = loop.run(PERIOD_S, 10.0, 100.0)
-    assert why == "cloud appeared" and where(decision) == (3, True)
+    assert why == "cloud appeared" and where(decision) == (2, True)
     loop.replanner.on_clouds({"cloud", "another"})           # still up: nothing to re-plan
     assert loop.run(1.0, 10.0, 100.0) == []
     assert (loop.replanner.plan_id, loop.replanner.plan_changes) == (4, 3)
@@ -116,14 +117,14 @@ def test_below_min_samples_link_changes_are_ignored_but_forced_reasons_replan(pl
 
 def test_a_decision_like_the_plan_in_force_is_not_published(planner):
     loop = flying(planner)
-    assert loop.run(3.0, 16.0) == []                    # +60 %: the detector fires, the planner keeps split 3
+    assert loop.run(3.0, 16.0) == []                    # +60 %: the detector fires, the planner keeps split 2
     assert loop.replanner.detector.reference["rtt_ms"] == pytest.approx(16.0, abs=1.0)
     assert (loop.replanner.plan_id, loop.replanner.plan_changes) == (2, 1)
-    assert where(loop.replanner.plan) == (3, True)
+    assert where(loop.replanner.plan) == (2, True)
 
 
 @pytest.mark.parametrize("to_mbps, plans, reference_mbps", [
-    (1.0, [(0.0, "bandwidth stepped to 1.0 Mbit/s", (7, False))], 1.0),   # 16 kB: 1.3 -> 128 ms, past the fast tier
+    (1.0, [(0.0, "bandwidth stepped to 1.0 Mbit/s", (6, True))], 1.0),    # 16 kB: 1.3 -> 128 ms, past the fast tier
     (400.0, [], 100.0),                                                    # 1.3 -> 0.3 ms: within the 5 ms floor
 ])
 def test_a_bandwidth_step_replans_at_once_only_past_the_fast_tier(planner, to_mbps, plans, reference_mbps):
@@ -146,7 +147,7 @@ def test_new_drone_settings_replan_at_the_next_step(planner):
     assert loop.run(1.0, 10.0, 100.0) == []             # nobody said the settings changed
     loop.replanner.force("parameters changed: device_slowdown")
     [(_, why, decision)] = loop.run(PERIOD_S, 10.0, 100.0)
-    assert why == "parameters changed: device_slowdown" and where(decision) != (3, True)
+    assert why == "parameters changed: device_slowdown" and where(decision) != (2, True)
     loop.replanner.force("parameters changed: device_slowdown")
     assert loop.run(PERIOD_S, 10.0, 100.0) == []
 
