@@ -16,6 +16,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from statistics import median
+from typing import Callable
 
 #: spinn_ros/InferenceResult.SOURCE_* (msg/InferenceResult.msg), repeated here to stay ROS-free
 SOURCE_DEVICE, SOURCE_CLOUD, SOURCE_DEVICE_FALLBACK = 0, 1, 2
@@ -159,7 +160,11 @@ class LinkEstimator:
     cloud_queue_ms: Ewma = field(default_factory=Ewma)
     cloud_queue_depth: Ewma = field(default_factory=Ewma)
     cloud_batch_size: Ewma = field(default_factory=Ewma)
+    cloud_slowdown: Ewma = field(default_factory=Ewma)    # the cloud's measured compute / its profile's
     cloud_alive: bool = False
+    #: the cloud profile's ms per request for (split, exit index, threshold, batch size), set by the
+    #: planner: with it each cloud answer also measures how fast the cloud runs against its profile
+    expected_cloud_ms: Callable[[int, int, float, float], float] | None = None
     min_probe_bytes: int = 4096      # probes at least this big also measure bandwidth
     offload_samples: int = 0         # cloud answers seen (each a bandwidth sample: probes are then not needed)
 
@@ -198,6 +203,7 @@ class LinkEstimator:
             return
         if r.source == SOURCE_CLOUD:
             self.on_offload(r.offload_bytes, r.network_ms, r.cloud_compute_ms, r.cloud_queue_ms)
+            self._measure_cloud_speed(r)
         elif r.source == SOURCE_DEVICE_FALLBACK:
             self.on_offload_failed()
             if _finite(self.rtt.value) and r.network_ms > 2 * self.rtt.value:
@@ -205,6 +211,15 @@ class LinkEstimator:
                 # long, so the link delivers at most this rate; a collapsing link shows at once,
                 # not only when an offload finally succeeds
                 self.bandwidth.update(r.offload_bytes, r.network_ms, self.rtt.value)
+
+    def _measure_cloud_speed(self, r) -> None:
+        if self.expected_cloud_ms is None or not r.cloud_compute_ms > 0:
+            return
+        batch = self.cloud_batch_size.value
+        expected = self.expected_cloud_ms(int(r.split_point), int(r.exit_index), float(r.exit_threshold),
+                                          max(batch, 1.0) if _finite(batch) else 1.0)
+        if _finite(expected) and expected > 0:
+            self.cloud_slowdown.update(r.cloud_compute_ms / expected)
 
     def on_cloud_load(self, load: dict) -> None:
         """The cloud's load report (``TailServer.load()``: queue_depth, compute_ms, batch_size)."""
@@ -228,9 +243,11 @@ class LinkEstimator:
         """Scheduler conditions now; ``settings``: frame_rate_hz, deadline_ms, encoding, device_slowdown, ..."""
         from .prediction import Conditions
 
-        queue_ms = self.cloud_queue_ms.value
+        queue_ms, slowdown = self.cloud_queue_ms.value, self.cloud_slowdown.value
         return Conditions.from_link_state(_Fields(self.link_state_fields()),
-                                          cloud_queue_ms=None if math.isnan(queue_ms) else queue_ms, **settings)
+                                          cloud_queue_ms=None if math.isnan(queue_ms) else queue_ms,
+                                          cloud_slowdown=min(max(slowdown, 0.1), 100.0) if _finite(slowdown) else 1.0,
+                                          **settings)
 
     def change_values(self) -> dict:
         """What :class:`ChangeDetector` watches."""

@@ -26,10 +26,13 @@ PHASE_STEPS = 8
 @dataclass(frozen=True)
 class MailboxWaits:
     """``values`` (P,) ms; ``weights`` (..., P) the stationary share of frames waiting each value;
-    ``periods_per_frame`` (...,) camera periods per processed frame (>= 1: the rest are replaced)."""
+    ``periods_per_frame`` (...,) camera periods per processed frame (>= 1: the rest are replaced);
+    ``interval_cv2`` (...,) the squared coefficient of variation of the time between processed
+    frames (0: as regular as the camera)."""
     values: np.ndarray
     weights: np.ndarray
     periods_per_frame: np.ndarray
+    interval_cv2: np.ndarray
 
     @property
     def mean(self) -> np.ndarray:
@@ -56,11 +59,17 @@ def mailbox_waits(frame_rate_hz: float, busy_ms: np.ndarray, shares: np.ndarray,
     probs = np.zeros((len(b), steps + 1))
     probs[never, 0] = 1.0
     probs[always] = _even(steps)
-    periods = np.ones(len(b))
-    periods[always] = (w[always] * b[always]).sum(-1) / period       # E[floor(U + b/T)] = b/T for U ~ U[0, 1)
+    # camera periods per processed frame, first and second moments; with the phase U ~ U[0, 1) and
+    # c = b/T = n + f: floor(U + c) = n + [U >= 1 - f], so E = c and E[^2] = n^2 + 2nf + f
+    periods, periods_sq = np.ones(len(b)), np.ones(len(b))
+    c = b[always] / period
+    n, f = np.floor(c), c - np.floor(c)
+    periods[always] = (w[always] * c).sum(-1)
+    periods_sq[always] = (w[always] * (n * n + 2 * n * f + f)).sum(-1)
     if mixed.any():
-        probs[mixed], periods[mixed] = _solve_mixed(period, grid, b[mixed], w[mixed])
-    return MailboxWaits(grid, probs.reshape(*lead, steps + 1), periods.reshape(lead))
+        probs[mixed], periods[mixed], periods_sq[mixed] = _solve_mixed(period, grid, b[mixed], w[mixed])
+    cv2 = np.maximum(periods_sq / periods**2 - 1.0, 0.0)
+    return MailboxWaits(grid, probs.reshape(*lead, steps + 1), periods.reshape(lead), cv2.reshape(lead))
 
 
 def _even(steps: int) -> np.ndarray:
@@ -70,8 +79,8 @@ def _even(steps: int) -> np.ndarray:
     return p
 
 
-def _solve_mixed(period: float, grid: np.ndarray, b: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(stationary phase distribution (n, P), periods per frame (n,)) for plans with paths on both
+def _solve_mixed(period: float, grid: np.ndarray, b: np.ndarray, w: np.ndarray):
+    """(stationary phase distribution (n, P), periods per frame and its square's mean (n,)) for plans with paths on both
     sides of the period: the transition matrix on the grid (a phase landing between two grid
     points splits between them, which keeps its mean) and its fixed point."""
     n, size, h = len(b), len(grid), grid[1]
@@ -94,5 +103,5 @@ def _solve_mixed(period: float, grid: np.ndarray, b: np.ndarray, w: np.ndarray) 
     rhs = np.zeros((n, size, 1))
     rhs[:, -1] = 1.0
     p = np.clip(np.linalg.solve(a, rhs)[..., 0], 0.0, None)
-    periods = np.einsum("np,npj,nj->n", p, np.where(wraps, np.floor(x / period), 1.0), w)
-    return p, periods
+    advance = np.where(wraps, np.floor(x / period), 1.0)
+    return p, np.einsum("np,npj,nj->n", p, advance, w), np.einsum("np,npj,nj->n", p, advance**2, w)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .calibration import PLAIN_NETWORK, Calibration, provisional_accuracy
-from .mailbox_wait import mailbox_waits
+from .mailbox_wait import MailboxWaits, mailbox_waits
 from .plan import OFFLOAD_FIRST, PLAN_MODES, PROVISIONAL_FIRST, RACE, check_mode
 from .prediction import METRICS, Conditions, Prediction, PredictionTable
 from .profile import Profile, ProfileError
@@ -72,6 +72,7 @@ class PerformanceModel:
         # (B, C, S, E); with no cloud profile nothing offloads (every split but N is invalid)
         self.cloud_tail = self._cloud_tails() if cloud else np.zeros((1, len(self.rates), n + 1, self.rates.shape[1]))
         self._wire_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._mailbox_cache: dict[tuple, MailboxWaits] = {}
 
     # -- tables that do not depend on conditions -------------------------------------------
     def _exit_tables(self):
@@ -130,6 +131,19 @@ class PerformanceModel:
             overhead = np.append(self.cloud.batch_overhead_ms(b, self.stat), 0.0)      # no tail at split N
             tails.append(to_exit[:, None, :] - to_split[:, :, None] + overhead[None, :, None])
         return np.stack(tails)
+
+    def _mailbox(self, mode: str, cond: Conditions, busy_dev, R_dev, busy_off, p_off) -> MailboxWaits:
+        """The mailbox wait's distribution over the paths the frames before took (core/mailbox_wait.py).
+        It depends on the drone's own work only, not on the link: kept per (mode, drone speed,
+        camera rate, encoding), so a monitor re-planning for new link estimates solves it once."""
+        key = (mode, cond.device_slowdown, cond.frame_rate_hz, cond.encoding)
+        if key not in self._mailbox_cache:
+            if len(self._mailbox_cache) >= 3 * len(PLAN_MODES):        # settings changed: start afresh
+                self._mailbox_cache.clear()
+            busy = np.concatenate([np.broadcast_to(busy_dev, R_dev.shape), busy_off[..., None]], axis=-1)
+            self._mailbox_cache[key] = mailbox_waits(cond.frame_rate_hz, busy,
+                                                     np.concatenate([R_dev, p_off[..., None]], axis=-1))
+        return self._mailbox_cache[key]
 
     def _wire(self, encoding: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(bytes, encode ms, decode ms) per split; 0 at split N (nothing to send)."""
@@ -197,10 +211,7 @@ class PerformanceModel:
         busy_dev = pre + k * self.dev_to_exit[:, None, :]                     # (C, 1, E): answered at exit e
         busy_off = pre + before_send + after_send                            # (C, S): offloaded
         busy = (R_dev * busy_dev).sum(-1) + p_off * busy_off
-        # the mailbox wait's distribution over the paths the frames before took (core/mailbox_wait.py)
-        mailbox = mailbox_waits(cond.frame_rate_hz, np.concatenate(
-            [np.broadcast_to(busy_dev, R_dev.shape), busy_off[..., None]], axis=-1), np.concatenate(
-            [R_dev, p_off[..., None]], axis=-1))
+        mailbox = self._mailbox(mode, cond, busy_dev, R_dev, busy_off, p_off)
         waits, wait_w, mean_wait = np.broadcast_to(mailbox.values, mailbox.weights.shape), mailbox.weights, mailbox.mean
         start = mean_wait + pre                                              # (C, S): the head starts
         dev_exit_lat = start[..., None] + k * self.dev_to_exit[:, None, :]   # answered by a device exit
@@ -209,7 +220,7 @@ class PerformanceModel:
         prov_at = np.where(has_prov, sent_at + after_send - (k * enc_ms if mode == PROVISIONAL_FIRST else 0),
                            np.inf)
 
-        tx, link_wait = _uplink(cond, usable, nbytes, busy, p_off)
+        tx, link_wait = _uplink(cond, usable, nbytes, busy, p_off, mailbox.interval_cv2)
         tail, share, queue = self._cloud_side(cond, R_cloud, p_off)
         answer_at = (sent_at + link_wait + queue)[..., None] + (tx + cond.rtt_ms + dec_ms)[None, :, None] + tail
 
@@ -317,6 +328,16 @@ class PerformanceModel:
             per_request = np.where(p_off > 0, (R_cloud * share).sum(-1) / p_off, 0.0)
         return tail, share, cond.cloud_queue_depth * per_request
 
+    def cloud_ms_per_request(self, split: int, exit_index: int, threshold: float, batch: float = 1.0) -> float:
+        """The cloud profile's compute for one request of a batch of ``batch``: the tail from ``split``
+        to the exit that answered, its share of the batch, with no slowdown (what a cloud answer's
+        measured ``cloud_compute_ms`` is compared with); NaN for a tail the model has no such exit in."""
+        if (self.cloud is None or not 0 <= split < self.num_stages or not 0 <= exit_index < len(self.exit_stages)
+                or self.exit_stages[exit_index] < split):
+            return float("nan")
+        column = len(self.thresholds) - 1 if threshold == PLAIN_NETWORK else 0      # heads run, or not
+        return float(self._cloud_tail_at(batch)[column, split, exit_index] / max(batch, 1.0))
+
     def column(self, threshold: float) -> int:
         """Threshold -> column (snapped to the calibration grid; PLAIN_NETWORK is the last)."""
         return len(self.thresholds) - 1 if threshold == PLAIN_NETWORK else self.cal.threshold_index(threshold)
@@ -347,17 +368,22 @@ def _stale_accuracy(cal: Calibration) -> float:
     return 0.5 if frac is None else frac * frac + (1 - frac) * (1 - frac)
 
 
-def _uplink(cond: Conditions, usable: bool, nbytes: np.ndarray, busy: np.ndarray, p_off: np.ndarray):
-    """(transfer ms per split, queueing ms (C, S)): M/D/1 waiting at the offered offload rate,
-    the drone's frame rate (camera- or compute-bound) times the offload share; a saturated
-    (or unusable) link never delivers."""
+def _uplink(cond: Conditions, usable: bool, nbytes: np.ndarray, busy: np.ndarray, p_off: np.ndarray,
+            interval_cv2: np.ndarray):
+    """(transfer ms per split, queueing ms (C, S)): Kingman's G/D/1 wait at the offered offload
+    rate, the drone's frame rate (camera- or compute-bound) times the offload share. The offloads
+    are the drone's processed frames (as regular as the mailbox chain says, ``interval_cv2``)
+    thinned by the offload share ``p``, so their arrivals vary by ``ca2 = 1 - p + p cv2``: 0 for a
+    periodic camera sending every frame (no queue below saturation), 1 (M/D/1) for rare offloads.
+    A saturated (or unusable) link never delivers."""
     with np.errstate(divide="ignore", invalid="ignore"):
         if usable:
             tx = np.where(nbytes > 0, nbytes * 8 / (cond.bandwidth_mbps * 1e3), 0.0)
         else:
             tx = np.full_like(nbytes, np.inf)
         rho = np.minimum(cond.frame_rate_hz, 1e3 / busy) * p_off * tx[None, :] / 1e3
-        return tx, np.where(rho < 1, rho / (2 * (1 - rho)) * tx[None, :], np.inf)
+        ca2 = 1.0 - p_off + p_off * interval_cv2
+        return tx, np.where(rho < 1, rho / (1 - rho) * ca2 / 2 * tx[None, :], np.inf)
 
 
 def _throughput_bounds(cond: Conditions, usable: bool, device_ms, periods_per_frame, bytes_pf, server_ms

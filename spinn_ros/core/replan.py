@@ -26,6 +26,8 @@ class Replanner:
         self.scheduler = scheduler
         self.min_samples = min_samples            # link samples before the first link-based decision
         self.estimator = LinkEstimator()
+        if scheduler.model.cloud is not None:
+            self.estimator.expected_cloud_ms = scheduler.model.cloud_ms_per_request
         self.detector = ChangeDetector()
         self._lock = threading.Lock()
         self._force: str | None = "start"         # re-plan at the next step, whatever the estimates say
@@ -82,6 +84,11 @@ class Replanner:
             cap = max_share * mbps * 1e6 / 8 * period_s
             nbytes = int(max(self.estimator.min_probe_bytes, min(nbytes, cap)))
         return nbytes
+
+    def cloud_slowdown(self) -> float:
+        """The cloud's measured compute against its profile (NaN: no answer measured yet)."""
+        with self._lock:
+            return float(self.estimator.cloud_slowdown.value)
 
     def link_state_fields(self) -> dict:
         """``LinkEstimator.link_state_fields()``, taken under the lock."""

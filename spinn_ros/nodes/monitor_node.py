@@ -227,6 +227,7 @@ class MonitorNode(Node):
                        "split_point": plan.split if plan else -1,
                        "exit_threshold": plan.threshold if plan else 0.0,
                        "feasible": plan.feasible if plan else False,
+                       "cloud_slowdown": self.replanner.cloud_slowdown(),
                        "drone_settings": (f"from {self.drone_settings.fqn}" if self.drone_settings.fetched
                                           else f"defaults: {self.drone_settings.fqn} not reached yet"),
                        **{f"drone.{k}": v for k, v in sorted(self.drone.items())}})

@@ -91,6 +91,44 @@ def test_link_estimator_reads_drone_results_and_builds_conditions():
     assert link.loss.value == pytest.approx(2 / 16)
 
 
+def test_cloud_answers_measure_the_clouds_speed_against_its_profile():
+    """Each cloud answer's compute against what the cloud profile says for its tail (split -> the
+    exit that answered, its share of the batch the cloud reports): the planner's cloud slowdown."""
+    link = LinkEstimator()
+    profile = {(1, 2): 2.0, (0, 2): 3.0}                      # ms per request at batch 1
+    link.expected_cloud_ms = lambda split, exit_index, threshold, batch: profile[split, exit_index] / batch
+    assert link.conditions().cloud_slowdown == 1.0                 # nothing measured: as profiled
+    answer = lambda split, ms: SimpleNamespace(provisional=False, source=SOURCE_CLOUD, offload_bytes=5_000,
+                                               network_ms=10.0, cloud_compute_ms=ms, cloud_queue_ms=0.0,
+                                               split_point=split, exit_index=2, exit_threshold=0.8)
+    for _ in range(30):
+        link.on_result(answer(1, 4.4))
+        link.on_result(answer(0, 6.6))
+    assert link.conditions().cloud_slowdown == pytest.approx(2.2)
+    link.on_cloud_load({"queue_depth": 0, "compute_ms": 1.0, "batch_size": 2.0})     # batches of 2: half the share
+    for _ in range(30):
+        link.on_result(answer(1, 2.2))
+    assert link.conditions().cloud_slowdown == pytest.approx(2.2)
+    link.on_result(answer(1, 0.0))                                                    # no compute reported: no sample
+    assert link.conditions().cloud_slowdown == pytest.approx(2.2)
+
+
+def test_the_performance_model_gives_the_clouds_share_per_request():
+    from spinn_ros.core.performance import PerformanceModel
+    from spinn_ros.core.profile import synthetic_profile
+    from spinn_ros.testing.toy import MODEL_ID, make_calibration
+
+    device = synthetic_profile("device", model_id=MODEL_ID, exit_stages=(0, 1, 2), stage_ms=(20, 20, 20),
+                               exit_ms=(2, 2, 2), wire_bytes=(50_000, 20_000, 5_000))
+    cloud = synthetic_profile("cloud", model_id=MODEL_ID, exit_stages=(0, 1, 2), stage_ms=(1, 1, 1),
+                              exit_ms=(0.1, 0.1, 0.1), batch_scale={1: 1.0, 2: 1.6})
+    m = PerformanceModel(device, cloud, make_calibration())
+    assert m.cloud_ms_per_request(1, 2, 0.8) == pytest.approx(2.2)             # stages 1, 2 and their heads
+    assert m.cloud_ms_per_request(0, 2, float("inf")) == pytest.approx(3.1)    # plain network: the final head only
+    assert m.cloud_ms_per_request(1, 2, 0.8, batch=2) == pytest.approx(2.2 * 1.6 / 2)
+    assert math.isnan(m.cloud_ms_per_request(2, 0, 0.8))                      # exit 0 is on the drone at split 2
+
+
 transfer_ms_of = np.vectorize(transfer_ms)   # per sample of a rate series
 
 

@@ -1,7 +1,7 @@
 """The monitor's re-plan rules (core/replan.py) on a fake clock, with the shipped model's planner.
 
 With these drone settings (those of test_monitor) the planner offloads at split 2 on a fast
-link (100 Mbit/s, 10-40 ms), at split 1 with a 60 ms round trip, only the 2 kB activation at split 6
+link (100 Mbit/s, 10-40 ms), at split 1 with a 60 ms round trip, only the 3 kB activation at split 4
 at 1 Mbit/s, and keeps every frame on the drone at 100 ms (past the drone's 90 ms deadline) or with
 the cloud down.
 """
@@ -124,7 +124,7 @@ def test_a_decision_like_the_plan_in_force_is_not_published(planner):
 
 
 @pytest.mark.parametrize("to_mbps, plans, reference_mbps", [
-    (1.0, [(0.0, "bandwidth stepped to 1.0 Mbit/s", (6, True))], 1.0),    # 16 kB: 1.3 -> 128 ms, past the fast tier
+    (1.0, [(0.0, "bandwidth stepped to 1.0 Mbit/s", (4, True))], 1.0),    # 16 kB: 1.3 -> 128 ms, past the fast tier
     (400.0, [], 100.0),                                                    # 1.3 -> 0.3 ms: within the 5 ms floor
 ])
 def test_a_bandwidth_step_replans_at_once_only_past_the_fast_tier(planner, to_mbps, plans, reference_mbps):

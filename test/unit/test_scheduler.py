@@ -13,8 +13,6 @@ Wire bytes per split: 50 kB (frame), 20 kB, 5 kB. Calibration (rates / accuracy 
     1.0        0    0    1         -    -    0.94       0.94
 """
 import math
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -110,12 +108,37 @@ def test_mailbox_wait_is_none_for_an_idle_drone_and_half_a_period_for_an_always_
 def test_offloaded_latency_adds_transfer_rtt_and_cloud_tail():
     p = toy_model().predict(0, 1.0, FAST)          # raw frame, everything answered by the final exit in the cloud
     tx = 50_000 * 8 / 1e6                            # ms at 1000 Mbit/s
-    rho = 30 * tx / 1e3                              # uplink utilisation at 30 offloads per second
-    wait = rho / (2 * (1 - rho)) * tx
-    assert p.latency_ms == pytest.approx(tx + wait + 2.0 + 3 * 1.0 + 3 * 0.1)
+    # every frame of a periodic camera sent, each done before the next: no queue on the uplink
+    assert p.latency_ms == pytest.approx(tx + 2.0 + 3 * 1.0 + 3 * 0.1)
     assert p.offload_fraction == 1 and p.bytes_per_frame == 50_000 and p.fallback_fraction == 0
     assert p.server_ms_per_frame == pytest.approx(3.3)
     assert p.accuracy == pytest.approx(0.94)
+
+
+def test_predictions_do_not_depend_on_what_was_predicted_before():
+    """The mailbox wait is kept per drone setting (it does not depend on the link): a model that
+    predicted for other links and another drone predicts exactly as a fresh one."""
+    used = toy_model()
+    for cond in (FAST, SLOW, Conditions(bandwidth_mbps=5.0, rtt_ms=20.0, device_slowdown=2.0, frame_rate_hz=60.0)):
+        used.predict_all(cond)
+    for cond in (SLOW, Conditions(bandwidth_mbps=5.0, rtt_ms=20.0, device_slowdown=3.0, frame_rate_hz=60.0)):
+        a, b = used.predict_all(cond), toy_model().predict_all(cond)
+        assert all(np.array_equal(a.metrics[k], b.metrics[k], equal_nan=True) for k in a.metrics)
+        assert np.array_equal(a.valid, b.valid)
+
+
+def test_uplink_queueing_grows_with_how_irregular_the_offloads_are():
+    """Kingman's wait ``rho / (1 - rho) x ca2 / 2 x tx``: the offloads are the camera's periodic
+    frames thinned by the offload share p, so ``ca2 = 1 - p``. Split 1 at 0.5 on a 10 Mbit/s link:
+    the 30 % of frames exit 0 does not answer go (p = 0.3), 20 kB each."""
+    cond = Conditions(bandwidth_mbps=10.0, rtt_ms=2.0)
+    p = toy_model().predict(1, 0.5, cond)
+    tx = 20_000 * 8 / 10e3
+    rho = 30 * 0.3 * tx / 1e3
+    wait = rho / (1 - rho) * (1 - 0.3) / 2 * tx
+    answer = 22 + wait + tx + 2.0 + 1.0 + 0.1                       # exit 1 answers in the cloud
+    assert p.offload_fraction == pytest.approx(0.3)
+    assert p.mean_latency_ms == pytest.approx(0.7 * 22 + 0.27 * answer + 0.03 * (answer + 1.1), abs=0.01)
 
 
 def test_the_nodes_pass_through_delays_every_answer_but_not_the_drones_deadline():
@@ -300,33 +323,6 @@ def test_plan_fields_match_split_plan_msg():
     declared = {line.split()[1] for line in msg.splitlines() if line.strip() and not line.startswith("#")}
     assert set(fields) <= declared
     assert declared - set(fields) == {"header", "plan_id", "model_id"}
-
-
-def test_decision_takes_under_5_ms_on_the_shipped_geometry():
-    # the small model's shape: 7 stages, an exit after each, the default 30-threshold grid
-    from spinn_ros.core.calibration import DEFAULT_THRESHOLDS
-
-    n, thresholds = 7, list(DEFAULT_THRESHOLDS)
-    rng = np.random.default_rng(0)
-    rates = [list(r / r.sum()) for r in rng.random((len(thresholds), n))]
-    accs = [list(0.8 + 0.15 * rng.random(n)) for _ in thresholds]
-    cal = make_calibration(rates=rates, exit_acc=accs, thresholds=thresholds, exit_stages=range(n),
-                           standalone=[0.7 + 0.03 * e for e in range(n)], num_stages=n)
-    stages, heads = [2.0] * n, [0.3] * n
-    model = PerformanceModel(make_device(stages, heads, [40_000 / (s + 1) for s in range(n)], exit_stages=range(n)),
-                             make_cloud(stages, heads, exit_stages=range(n)), cal)
-    sched = Scheduler(model, parse_sla({"constraints": {"latency_ms": {"max": 40}, "min_accuracy": 0.8,
-                                                        "max_server_ms_per_frame": 20},
-                                        "objectives": ["maximize_accuracy", "maximize_throughput"]}))
-    cond = Conditions(bandwidth_mbps=20.0, rtt_ms=15.0)
-    times = []
-    for _ in range(30):
-        t0 = time.perf_counter()
-        sched.decide(cond)
-        times.append(time.perf_counter() - t0)
-    median_ms = statistics.median(times) * 1e3
-    print(f"decision time: median {median_ms:.2f} ms over {len(times)} decisions ({len(thresholds)} x {n + 1} plans)")
-    assert median_ms < 5.0 * 3        # the budget is 5 ms; 3x margin for a shared, loaded CI machine
 
 
 def test_unknown_strategy_is_refused():
