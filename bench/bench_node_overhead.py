@@ -15,7 +15,7 @@ result published) gives the part before the result leaves the node:
 
 The node's own step times (core/step_times.py, from its /diagnostics over its last 300 frames)
 split the in-node part: camera callback -> worker (slot wait), preprocess, head (the model),
-result published, command published; "callback -> command" is the whole span inside the node.
+command published, then the result; "callback -> command" is the whole span inside the node.
 
     .venv/bin/python bench/bench_node_overhead.py [--frames 300] [--rate 20] [--checkpoint default] [--backend torch]
 """

@@ -293,7 +293,8 @@ class DroneNode(Node):
 
     # -- output -----------------------------------------------------------------------------
     def _on_answer(self, a: Answer) -> None:
-        """From the worker or a Zenoh thread: publish the result, then act on it."""
+        """From the worker or a Zenoh thread: act on the answer (the command first: control does not
+        wait for the result message), then publish the result."""
         answered_ns = time.monotonic_ns()
         header, d, plan = a.frame.data.header, a.decision, a.plan
         stamp_ns = Time.from_msg(header.stamp).nanoseconds
@@ -303,14 +304,7 @@ class DroneNode(Node):
             steering=d.steering, exit_index=d.exit_index, num_exits=self.model.num_exits, confidence=d.confidence,
             provisional=a.provisional, source=int(a.source), split_point=plan.split, exit_threshold=plan.threshold,
             plan_id=plan.plan_id, device_compute_ms=a.device_s * 1e3, network_ms=a.network_ms,
-            offload_bytes=a.wire_bytes, cloud_compute_ms=a.cloud_ms, cloud_queue_ms=a.queue_ms,
-            latency_ms=(now_ns - stamp_ns) / 1e6)
-        self.result_pub.publish(res)
-        published_ns = time.monotonic_ns()
-        if not a.provisional:
-            self.exit_hist[d.exit_index] += 1
-            self.source_hist[int(a.source)] += 1
-            self.results_out.tick()
+            offload_bytes=a.wire_bytes, cloud_compute_ms=a.cloud_ms, cloud_queue_ms=a.queue_ms)
         with self._cmd_lock:
             self._last_result_ns = now_ns
             self._hovering = False
@@ -318,11 +312,18 @@ class DroneNode(Node):
                                          age_s=(now_ns - stamp_ns) / 1e9)
             if cmd.reason != "stale":
                 self.controller.commanded(now_ns, cmd.yaw_rate)     # the turn since a frame slows old answers
-        marks = [answered_ns, published_ns]
+        commanded_ns = None
         if cmd.reason != "stale":
             self._publish_command(cmd.forward_speed, cmd.yaw_rate, header)
-            marks.append(time.monotonic_ns())
-        self._record_steps(a, marks)
+            commanded_ns = time.monotonic_ns()
+        res.latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
+        self.result_pub.publish(res)
+        published_ns = time.monotonic_ns()
+        if not a.provisional:
+            self.exit_hist[d.exit_index] += 1
+            self.source_hist[int(a.source)] += 1
+            self.results_out.tick()
+        self._record_steps(a, [answered_ns, commanded_ns, published_ns])
 
     def _record_steps(self, a: Answer, marks: list[int]) -> None:
         """The frame's step times (core/step_times.py), from its first answer by the drone's head:
