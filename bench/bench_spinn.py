@@ -358,7 +358,8 @@ def plan_summary(plans: list[tuple[float, object]]) -> dict:
     if not plans:
         return {}
     p = plans[-1][1]
-    return {"plan_offload": bool(p.offload), "plan_feasible": bool(p.feasible),
+    return {"plan_offload": bool(p.offload), "plan_feasible": bool(p.feasible), "plan_split": int(p.split_point),
+            "plan_threshold": round(float(p.exit_threshold), 3), "plan_mode": p.mode,
             "predicted_throughput_fps": p.predicted_throughput_fps, "predicted_latency_ms": p.predicted_latency_ms,
             "predicted_server_ms_per_frame": p.predicted_server_ms_per_frame,
             "predicted_bytes_per_frame": p.predicted_bytes_per_frame, "plan_reason": p.reason}
@@ -542,7 +543,8 @@ def strategy_summary(rows: list[dict]) -> list[dict]:
 def target_checks(rows: list[dict], sla, traces: list[dict] = ()) -> list[dict]:
     """The targets, each with PASS/FAIL, the numbers and the conditions behind them."""
     cells = by_condition(rows)
-    checks = [check_first_objective(cells, sla), check_throughput_vs_neurosurgeon(cells), check_server_cost(rows)]
+    checks = [check_first_objective(cells, sla), check_throughput_vs_neurosurgeon(cells), check_server_cost(rows),
+              check_predictions(rows)]
     if any(tr["strategy"] == "spinn" for tr in traces) and any(is_static(tr) for tr in traces):
         checks.append(check_trace_vs_static(traces, sla))
     return checks
@@ -613,6 +615,44 @@ def check_first_objective(cells: dict, sla) -> dict:
                       f"({objective.name}: measured {metric}"
                       + ("; a shortfall counts when beyond the 95 % sampling interval)" if metric == "accuracy" else ")"),
             "pass": bool(details) and not bad, "summary": summary, "conditions": details}
+
+
+def prediction_is_for_window(row: dict) -> bool:
+    """Did the window's frames run the plan whose predictions the row holds (the monitor's last plan)?
+    Not when the plan changed at the window's end. (Rows written before the plan's own split was
+    kept: judged by whether the plan offloads and the window's frames went to the cloud.)"""
+    if "plan_split" in row:
+        return (row["plan_split"], row["plan_threshold"], row["plan_mode"]) == (
+            row["split"], round(row["threshold"], 3), row["mode"])
+    return row.get("plan_offload") == (row.get("cloud_share", 0) + row.get("fallback_share", 0) > 0)
+
+
+def check_predictions(rows: list[dict], median_max: float = 0.15, worst_max: float = 0.30) -> dict:
+    """The performance model against the measurement, per strategy: relative error of the predicted p95
+    latency and throughput over the windows that ran the plan predicted (a window whose plan changed at
+    its end holds the new plan's predictions and is listed, not counted)."""
+    per, skipped = {}, []
+    for r in rows:
+        if not r.get("measured", True) or "predicted_latency_ms" not in r:
+            continue
+        if not prediction_is_for_window(r):
+            skipped.append(f"{r['strategy']} at {_where(r)}")
+            continue
+        e = per.setdefault(r["strategy"], {"latency": [], "throughput": []})
+        e["latency"].append(abs(r["predicted_latency_ms"] - r["latency_p95_ms"]) / r["latency_p95_ms"])
+        e["throughput"].append(abs(min(r["predicted_throughput_fps"], 1e9) - r["throughput_fps"]) / r["throughput_fps"])
+    stats = {s: {f"{k}_{q}": f(v) for k, v in e.items() for q, f in (("median", statistics.median), ("worst", max))}
+             for s, e in per.items()}
+    ok = bool(stats) and all(v[f"{k}_median"] <= median_max and v[f"{k}_worst"] <= worst_max
+                             for v in stats.values() for k in ("latency", "throughput"))
+    return {"target": f"predicted vs measured p95 latency and throughput: median error <= {median_max:.0%}, worst "
+                      f"<= {worst_max:.0%}, every strategy",
+            "pass": ok,
+            "summary": "; ".join(f"{s}: p95 {100 * v['latency_median']:.1f} / {100 * v['latency_worst']:.1f} %, "
+                                 f"fps {100 * v['throughput_median']:.1f} / {100 * v['throughput_worst']:.1f} %"
+                                 for s, v in stats.items()) + " (median / worst)"
+                       + (f"; not counted (plan changed at the window's end): {', '.join(skipped)}" if skipped else ""),
+            "strategies": stats, "skipped": skipped}
 
 
 def check_throughput_vs_neurosurgeon(cells: dict) -> dict:
