@@ -23,6 +23,8 @@ import numpy as np
 
 #: the camera period is cut into this many phase steps (9 phases, 0 and T included)
 PHASE_STEPS = 8
+
+
 @dataclass(frozen=True)
 class MailboxWaits:
     """``values`` (P,) ms; ``weights`` (..., P) the stationary share of frames waiting each value;
@@ -80,9 +82,9 @@ def _even(steps: int) -> np.ndarray:
 
 
 def _solve_mixed(period: float, grid: np.ndarray, b: np.ndarray, w: np.ndarray):
-    """(stationary phase distribution (n, P), periods per frame and its square's mean (n,)) for plans with paths on both
-    sides of the period: the transition matrix on the grid (a phase landing between two grid
-    points splits between them, which keeps its mean) and its fixed point."""
+    """For plans with paths on both sides of the period: (stationary phase distribution (n, P),
+    camera periods per frame (n,), their square's mean (n,)), from the transition matrix on the
+    grid (a phase landing between two grid points splits between them, which keeps its mean)."""
     n, size, h = len(b), len(grid), grid[1]
     x = grid[None, :, None] + b[:, None, :]                               # (n, P, J): free again at
     wraps = x >= period
