@@ -87,8 +87,8 @@ def _solve_mixed(period: float, grid: np.ndarray, b: np.ndarray, w: np.ndarray):
     grid (a phase landing between two grid points splits between them, which keeps its mean)."""
     n, size, h = len(b), len(grid), grid[1]
     x = grid[None, :, None] + b[:, None, :]                               # (n, P, J): free again at
-    wraps = x >= period
-    y = np.where(wraps, x - period * np.floor(x / period), 0.0) / h     # the next frame's phase, in steps
+    wraps, laps = x >= period, np.floor(x / period)                       # camera periods gone by
+    y = np.where(wraps, x - period * laps, 0.0) / h                     # the next frame's phase, in steps
     lo = np.minimum(np.floor(y).astype(np.int64), size - 1)
     frac = y - lo
     hi = np.minimum(lo + 1, size - 1)
@@ -105,5 +105,5 @@ def _solve_mixed(period: float, grid: np.ndarray, b: np.ndarray, w: np.ndarray):
     rhs = np.zeros((n, size, 1))
     rhs[:, -1] = 1.0
     p = np.clip(np.linalg.solve(a, rhs)[..., 0], 0.0, None)
-    advance = np.where(wraps, np.floor(x / period), 1.0)
+    advance = np.where(wraps, laps, 1.0)
     return p, np.einsum("np,npj,nj->n", p, advance, w), np.einsum("np,npj,nj->n", p, advance**2, w)

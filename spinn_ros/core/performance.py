@@ -12,7 +12,7 @@ import numpy as np
 from .calibration import PLAIN_NETWORK, Calibration, provisional_accuracy
 from .mailbox_wait import MailboxWaits, mailbox_waits
 from .plan import OFFLOAD_FIRST, PLAN_MODES, PROVISIONAL_FIRST, RACE, check_mode
-from .prediction import METRICS, Conditions, Prediction, PredictionTable
+from .prediction import BOTTLENECKS, METRICS, Conditions, Prediction, PredictionTable
 from .profile import Profile, ProfileError
 
 # ---------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ class PerformanceModel:
         busy_off = pre + before_send + after_send                            # (C, S): offloaded
         busy = (R_dev * busy_dev).sum(-1) + p_off * busy_off
         mailbox = self._mailbox(mode, cond, busy_dev, R_dev, busy_off, p_off)
-        waits, wait_w, mean_wait = np.broadcast_to(mailbox.values, mailbox.weights.shape), mailbox.weights, mailbox.mean
+        wait_w, mean_wait = mailbox.weights, mailbox.mean                   # (C, S, J), (C, S)
         start = mean_wait + pre                                              # (C, S): the head starts
         dev_exit_lat = start[..., None] + k * self.dev_to_exit[:, None, :]   # answered by a device exit
         sent_at = start + before_send                                        # the request leaves the drone
@@ -257,12 +257,11 @@ class PerformanceModel:
         bytes_pf = p_off * admitted * nbytes[None, :]
         server_ms = (R_cloud * (1 - loss) * (share + dec_ms[None, :, None])).sum(-1)
         fps = _throughput_bounds(cond, usable, device_ms, mailbox.periods_per_frame, bytes_pf, server_ms)
-        with np.errstate(divide="ignore"):     # the rest: replaced in the mailbox
-            processed = np.minimum(1.0 / mailbox.periods_per_frame, 1e3 / (device_ms * cond.frame_rate_hz))
+        processed = fps[BOTTLENECKS.index("device")] / cond.frame_rate_hz    # the rest: replaced in the mailbox
         # the latencies above hold the mean mailbox wait; the percentile and the on-time share take
         # its distribution, independent of the frame's own path
         # (answers the deadline pins, the fallbacks at it, do not move)
-        shift = waits - mean_wait[..., None]                                 # (C, S, J)
+        shift = mailbox.values - mean_wait[..., None]                        # (C, S, J)
         pinned_fb = np.broadcast_to((cond.deadline_ms >= np.where(has_prov, prov_at, sent_at))[..., None],
                                     fallback_lat.shape)
         moves = ~np.concatenate([~on_dev & late & pinned_fb, pinned_fb, np.zeros(R_refused.shape, bool)], axis=-1)
