@@ -304,7 +304,8 @@ class DroneNode(Node):
             steering=d.steering, exit_index=d.exit_index, num_exits=self.model.num_exits, confidence=d.confidence,
             provisional=a.provisional, source=int(a.source), split_point=plan.split, exit_threshold=plan.threshold,
             plan_id=plan.plan_id, device_compute_ms=a.device_s * 1e3, network_ms=a.network_ms,
-            offload_bytes=a.wire_bytes, cloud_compute_ms=a.cloud_ms, cloud_queue_ms=a.queue_ms)
+            offload_bytes=a.wire_bytes, cloud_compute_ms=a.cloud_ms, cloud_queue_ms=a.queue_ms,
+            latency_ms=(now_ns - stamp_ns) / 1e6)        # the age the controller is given below
         with self._cmd_lock:
             self._last_result_ns = now_ns
             self._hovering = False
@@ -316,7 +317,6 @@ class DroneNode(Node):
         if cmd.reason != "stale":
             self._publish_command(cmd.forward_speed, cmd.yaw_rate, header)
             commanded_ns = time.monotonic_ns()
-        res.latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
         self.result_pub.publish(res)
         published_ns = time.monotonic_ns()
         if not a.provisional:

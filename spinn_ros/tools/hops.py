@@ -30,7 +30,7 @@ class NodeRun:
     sent: int
     e2e_ms: list[float] = field(default_factory=list)         # publish -> result here
     device_ms: list[float] = field(default_factory=list)      # the node's model compute
-    node_ms: list[float] = field(default_factory=list)        # stamp -> result published, in the node
+    node_ms: list[float] = field(default_factory=list)        # stamp -> the answer (latency_ms), in the node
     steps: dict[str, float] = field(default_factory=dict)     # the node's step percentiles (/diagnostics)
 
     @property
