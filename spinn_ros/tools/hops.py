@@ -3,10 +3,11 @@
 A camera publisher (this process) sends frames to a real drone node process over DDS (the
 package's FastDDS transports, sensor-data QoS) and times each frame until its result arrives
 back here. The node reports, per frame, its model compute (``device_compute_ms``) and its own
-latency from the image stamp to publishing the result (``latency_ms``), so each frame splits into
+latency from the image stamp to its answer (``latency_ms``, just before the command and the
+result go out), so each frame splits into
 
     in  = latency_ms - device_compute_ms - preprocessing    (DDS in, the hand-off to the worker)
-    out = (arrival here - publish) - latency_ms              (publishing, DDS out, the receiving callback)
+    out = (arrival here - publish) - latency_ms              (publishing both, DDS out, the receiving callback)
 
 ``spinn profile`` stores both in the device profile (``hops``) for the performance model, which
 adds them to every answer; bench/bench_node_overhead.py tabulates the same run per camera size.
