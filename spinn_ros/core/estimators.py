@@ -2,8 +2,8 @@
 
 Inputs are the drone's results (per offload: bytes on the wire and ``network_ms`` =
 round trip minus cloud compute and queueing; a fallback with bytes sent = a failed
-or expired offload), small probes (round trips, optionally with a payload), and the
-cloud's load reports. Outputs are the ``LinkState`` fields and the scheduler's
+or expired offload), small probes (round trips), bandwidth probe trains
+(core/probe_train.py), and the cloud's load reports. Outputs are the ``LinkState`` fields and the scheduler's
 :class:`~spinn_ros.core.prediction.Conditions`.
 
 :class:`ChangeDetector` says when the estimates moved enough to re-plan: relative
@@ -17,6 +17,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from statistics import median
 from typing import Callable
+
+from .probe_train import ProbeTrains
 
 #: spinn_ros/InferenceResult.SOURCE_* (msg/InferenceResult.msg), repeated here to stay ROS-free
 SOURCE_DEVICE, SOURCE_CLOUD, SOURCE_DEVICE_FALLBACK = 0, 1, 2
@@ -66,15 +68,17 @@ class RttEstimator:
 
 
 class BandwidthEstimator:
-    """Uplink goodput from (bytes, network time) samples: each gives a time per bit,
-    ``(network - rtt) / bits``; the estimate is the inverse of their trimmed mean over a
-    window (the ``trim`` share dropped at each end: retransmissions and RTT outliers do
-    not move it; averaging times, not rates, keeps the noise additive). Transfers shorter
-    than ``min_transfer_ms`` are clamped to it: such a sample only says "at least this fast".
+    """Sustained uplink rate. Its samples are probe trains' dispersions, as time per bit
+    (core/probe_train.py): the estimate is the inverse of their trimmed mean over a window
+    (the ``trim`` share dropped at each end; averaging times, not rates, keeps the noise
+    additive), and restarts from the last few when they all lie ``jump_factor`` away.
 
-    Observability: each sample's error is the RTT jitter over the transfer time, so
-    payloads whose transfer is well above the jitter are needed for a tight estimate
-    (the monitor's bandwidth probes, ``LinkEstimator.min_probe_bytes`` and up)."""
+    A single payload's round trip (an offload, an expired offload) is no such sample: on a
+    shaped link a payload that fits the burst allowance reads several-fold fast, and one
+    queued behind others reads slow. It counts only as evidence that the link slowed: when
+    the last ``jump_window`` payloads all took ``jump_factor`` longer per bit than the
+    estimate, the link collapsed (a fade, a handover) and the window restarts from them,
+    without waiting for a train; the next train's reading then replaces them."""
 
     def __init__(self, window: int = 40, trim: float = 0.2, min_transfer_ms: float = 0.2,
                  jump_window: int = 3, jump_factor: float = 2.0):
@@ -82,31 +86,48 @@ class BandwidthEstimator:
             raise ValueError("window, jump_window >= 1, trim in [0, 0.5), min_transfer_ms > 0, jump_factor > 1")
         self.trim, self.min_transfer_ms, self.jump_factor = trim, min_transfer_ms, jump_factor
         self._us_per_bit: deque[float] = deque(maxlen=window)
-        self._recent: deque[float] = deque(maxlen=jump_window)
+        self._recent_trains: deque[float] = deque(maxlen=jump_window)
+        self._recent_payloads: deque[float] = deque(maxlen=jump_window)
+        self._from_payloads = False        # the window holds payloads' stopgap, not trains
         self.samples = 0
         self.jumps = 0
 
-    def update(self, nbytes: int, network_ms: float, rtt_ms: float) -> float:
-        if nbytes > 0 and _finite(network_ms) and _finite(rtt_ms):
-            transfer_ms = max(network_ms - rtt_ms, self.min_transfer_ms)
-            sample = transfer_ms * 1e3 / (nbytes * 8)
-            self._us_per_bit.append(sample)
-            self._recent.append(sample)
+    def add_train(self, us_per_bit: float) -> float:
+        """A probe train's time per bit (microseconds)."""
+        if _finite(us_per_bit) and us_per_bit > 0:
+            if self._from_payloads:
+                self._us_per_bit.clear()
+                self._from_payloads = False
+            self._us_per_bit.append(us_per_bit)
+            self._recent_trains.append(us_per_bit)
             self.samples += 1
-            self._follow_jump()
+            if _jumped(self._recent_trains, 1.0 / self.value, self.jump_factor):
+                self._restart(self._recent_trains)
         return self.value
 
-    def _follow_jump(self) -> None:
-        """A link that changes rate several-fold must not wait for the long window to turn
-        over: when the last few samples all lie ``jump_factor`` away, it restarts from them."""
-        if _jumped(self._recent, 1.0 / self.value, self.jump_factor):
-            self._us_per_bit.clear()
-            self._us_per_bit.extend(self._recent)
-            self.jumps += 1
+    def add_payload(self, nbytes: int, network_ms: float, rtt_ms: float) -> float:
+        """A single payload of ``nbytes`` that took ``network_ms`` on a link of round trip ``rtt_ms``."""
+        if nbytes > 0 and _finite(network_ms) and _finite(rtt_ms):
+            transfer_ms = max(network_ms - rtt_ms, self.min_transfer_ms)
+            self._recent_payloads.append(transfer_ms * 1e3 / (nbytes * 8))
+            self.samples += 1
+            current = 1.0 / self.value
+            if _jumped(self._recent_payloads, current, self.jump_factor) and min(self._recent_payloads) > current:
+                self._restart(self._recent_payloads)
+                self._from_payloads = True
+        return self.value
+
+    def _restart(self, recent: deque) -> None:
+        """The rate moved several-fold: the long window must not wait to turn over."""
+        self._us_per_bit.clear()
+        self._us_per_bit.extend(recent)
+        self._recent_trains.clear()
+        self._recent_payloads.clear()
+        self.jumps += 1
 
     @property
     def value(self) -> float:
-        """Mbit/s (NaN before the first sample)."""
+        """Mbit/s (NaN before the first train)."""
         if not self._us_per_bit:
             return NAN
         times = sorted(self._us_per_bit)
@@ -165,31 +186,33 @@ class LinkEstimator:
     #: the cloud profile's ms per request for (split, exit index, threshold, batch size), set by the
     #: planner: with it each cloud answer also measures how fast the cloud runs against its profile
     expected_cloud_ms: Callable[[int, int, float, float], float] | None = None
-    min_probe_bytes: int = 4096      # probes at least this big also measure bandwidth
-    offload_samples: int = 0         # cloud answers seen (each a bandwidth sample: probes are then not needed)
+    trains: ProbeTrains = field(default_factory=ProbeTrains)     # bandwidth probes: their size and pace
 
     # -- inputs -----------------------------------------------------------------------------
     def reset_link(self) -> None:
         """Forget the link measurements (a cloud came back after an outage: what the link did
         before says nothing about it now; until new samples arrive the planner keeps the drone alone)."""
         self.rtt, self.bandwidth, self.loss = RttEstimator(), BandwidthEstimator(), LossEstimator()
+        self.trains.reset()
 
-    def on_probe(self, rtt_ms: float | None, nbytes: int = 0) -> None:
-        """A probe's round trip (None: lost). Small ones measure the RTT, big ones bandwidth."""
+    def on_probe(self, rtt_ms: float | None) -> None:
+        """A small probe's round trip (None: lost)."""
         self.loss.update(rtt_ms is not None)
-        if rtt_ms is None:
-            return
-        if nbytes >= self.min_probe_bytes:
-            self.bandwidth.update(nbytes, rtt_ms, self.rtt.value)
-        else:
+        if rtt_ms is not None:
             self.rtt.update(rtt_ms)
+
+    def on_probe_train(self, nbytes: int, reply_ms: list[float | None]) -> None:
+        """A bandwidth probe train of payloads of ``nbytes``: each reply's time from the train's
+        start (None: lost). A train with a loss gives no reading, and counts as no loss: its last
+        payloads may time out behind its first on a link that just collapsed."""
+        if all(t is not None for t in reply_ms):
+            self.bandwidth.add_train(self.trains.read(nbytes, reply_ms))
 
     def on_offload(self, wire_bytes: int, network_ms: float, cloud_compute_ms: float = NAN,
                    cloud_queue_ms: float = NAN) -> None:
-        """A cloud answer: one bandwidth sample (with the current RTT), cloud timings."""
+        """A cloud answer: evidence of a slower link if it was slow (with the current RTT), cloud timings."""
         self.loss.update(True)
-        self.offload_samples += 1
-        self.bandwidth.update(wire_bytes, network_ms, self.rtt.value)
+        self.bandwidth.add_payload(wire_bytes, network_ms, self.rtt.value)
         self.cloud_compute_ms.update(cloud_compute_ms)
         self.cloud_queue_ms.update(cloud_queue_ms)
 
@@ -210,7 +233,7 @@ class LinkEstimator:
                 # given up at its deadline after more than two round trips: it needed at least this
                 # long, so the link delivers at most this rate; a collapsing link shows at once,
                 # not only when an offload finally succeeds
-                self.bandwidth.update(r.offload_bytes, r.network_ms, self.rtt.value)
+                self.bandwidth.add_payload(r.offload_bytes, r.network_ms, self.rtt.value)
 
     def _measure_cloud_speed(self, r) -> None:
         if self.expected_cloud_ms is None or not r.cloud_compute_ms > 0:

@@ -11,21 +11,21 @@ taken under one lock. The monitor node only adapts it to ROS and Zenoh.
 """
 from __future__ import annotations
 
-import math
 import threading
 
 from .estimators import ChangeDetector, LinkEstimator
 from .prediction import Conditions
+from .probe_train import ProbeTrains
 from .scheduler import Decision, Scheduler
 
 
 class Replanner:
     """``step(now_s, **settings)`` -> (decision, why, conditions) to publish, or None: keep the plan."""
 
-    def __init__(self, scheduler: Scheduler, min_samples: int = 3):
+    def __init__(self, scheduler: Scheduler, min_samples: int = 3, trains: ProbeTrains | None = None):
         self.scheduler = scheduler
         self.min_samples = min_samples            # link samples before the first link-based decision
-        self.estimator = LinkEstimator()
+        self.estimator = LinkEstimator(trains=trains or ProbeTrains())
         if scheduler.model.cloud is not None:
             self.estimator.expected_cloud_ms = scheduler.model.cloud_ms_per_request
         self.detector = ChangeDetector()
@@ -33,7 +33,6 @@ class Replanner:
         self._force: str | None = "start"         # re-plan at the next step, whatever the estimates say
         self._republish = False                   # ... and hand back its decision even if the plan stays
         self._bandwidth_jumps = 0
-        self._offload_samples_seen = 0
         self.plan_id = 0
         self.plan: Decision | None = None
         self.plan_changes = 0
@@ -48,9 +47,13 @@ class Replanner:
         with self._lock:
             self.estimator.on_cloud_load(load)
 
-    def on_probe(self, rtt_ms: float | None, nbytes: int) -> None:
+    def on_probe(self, rtt_ms: float | None) -> None:
         with self._lock:
-            self.estimator.on_probe(rtt_ms, nbytes)
+            self.estimator.on_probe(rtt_ms)
+
+    def on_probe_train(self, nbytes: int, reply_ms: list[float | None]) -> None:
+        with self._lock:
+            self.estimator.on_probe_train(nbytes, reply_ms)
 
     def on_clouds(self, alive: set[str]) -> None:
         """The clouds alive now: one appearing or the last vanishing re-plans at the next step; one
@@ -71,19 +74,12 @@ class Replanner:
             self._force = why
             self._republish = self._republish or republish
 
-    def bulk_probe_bytes(self, nbytes: int, max_share: float, period_s: float) -> int | None:
-        """The size of the next bandwidth probe (None: offloads measured the link since the last one),
-        at most ``max_share`` of the estimated bandwidth over ``period_s`` (a 32 kB probe every 0.5 s
-        holds a 5 Mbit/s link for 52 ms: the drone's own offloads would queue behind it)."""
+    def probe_train_due(self, now_s: float) -> int | None:
+        """The payload size of a bandwidth probe train to send now (None: not yet; while the plan in
+        force offloads, trains keep within their share of the estimated bandwidth)."""
         with self._lock:
-            fed, mbps = self.estimator.offload_samples, self.estimator.bandwidth.value
-            if fed > self._offload_samples_seen:
-                self._offload_samples_seen = fed
-                return None
-        if math.isfinite(mbps) and mbps > 0:
-            cap = max_share * mbps * 1e6 / 8 * period_s
-            nbytes = int(max(self.estimator.min_probe_bytes, min(nbytes, cap)))
-        return nbytes
+            offloading = self.plan is None or self.plan.offload
+            return self.estimator.trains.due(now_s, self.estimator.bandwidth.value, offloading)
 
     def cloud_slowdown(self) -> float:
         """The cloud's measured compute against its profile (NaN: no answer measured yet)."""

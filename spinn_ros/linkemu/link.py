@@ -80,17 +80,18 @@ class LinkEvent:
     planned_t: float | None = None  # for trace steps: when it was due (monotonic)
 
 
-def tbf_args(rate_mbit: float, queue_ms: float) -> list[str]:
-    """tbf parameters for a rate.
+def tbf_burst_bytes(rate_mbit: float) -> int:
+    """1 ms worth of tokens, so timer granularity cannot cap high rates (12.5 KB at 100 Mbit/s),
+    but at least two full frames, or frames could never pass; at low rates the line-rate bursts
+    therefore stay at two frames (24 ms worth at 1 Mbit/s)."""
+    return max(2 * 1514, int(rate_mbit * 1e6 / 8 * 1e-3))
 
-    burst: 1 ms worth of tokens, so timer granularity cannot cap high rates (12.5 KB at
-    100 Mbit/s), but at least two full frames, or frames could never pass; at low rates
-    the line-rate bursts therefore stay at two frames (24 ms worth at 1 Mbit/s).
-    latency: the longest a packet may wait in the tbf queue (queue depth = rate x latency).
-    """
-    rate_bytes = rate_mbit * 1e6 / 8
-    burst = max(2 * 1514, int(rate_bytes * 1e-3))
-    return ["rate", f"{int(round(rate_mbit * 1000))}kbit", "burst", str(burst), "latency", f"{queue_ms:g}ms"]
+
+def tbf_args(rate_mbit: float, queue_ms: float) -> list[str]:
+    """tbf parameters for a rate: its burst (``tbf_burst_bytes``), and as latency the longest a
+    packet may wait in the tbf queue (queue depth = rate x latency)."""
+    return ["rate", f"{int(round(rate_mbit * 1000))}kbit", "burst", str(tbf_burst_bytes(rate_mbit)),
+            "latency", f"{queue_ms:g}ms"]
 
 
 # --------------------------------------------------------------------------- firewall rules

@@ -1,8 +1,8 @@
 """The monitor node: measures the link and the cloud, and re-plans split and threshold.
 
 It lives beside its drone (same namespace, same side of the link) and:
-  in   spinn/result      spinn_ros/InferenceResult: every offload is a bandwidth/RTT/loss sample
-  in   Zenoh             cloud liveliness tokens, cloud load reports, link probes of its own
+  in   spinn/result      spinn_ros/InferenceResult: offload outcomes (loss, a slowing link, cloud speed)
+  in   Zenoh             cloud liveliness tokens, cloud load reports, its own probes (RTT; bandwidth trains)
   out  spinn/link        spinn_ros/LinkState, periodically (reliable, transient local)
   out  spinn/plan        spinn_ros/SplitPlan, when the decision changes (reliable, transient local)
   out  /diagnostics
@@ -16,6 +16,7 @@ rules are the pure core's (core/replan.py); this node adapts them to ROS and Zen
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from rclpy.node import Node
 
@@ -29,6 +30,7 @@ from ..core.drone_engine import Settings
 from ..core.model_ref import is_random_ref, load_model
 from ..core.performance import PerformanceModel
 from ..core.prediction import Conditions
+from ..core.probe_train import TRAIN_LENGTH, ProbeTrains
 from ..core.profile import find_profile, load_profile
 from ..core.replan import Replanner
 from ..core.scheduler import STRATEGIES, Decision, Scheduler
@@ -70,11 +72,11 @@ PARAMS = [
     Param("link_state_period_s", 0.5, "period of spinn/link messages", in_range(0.05, 60.0), read_only=True),
     Param("probe.rtt_period_s", 0.2, "small round-trip probes this often (0: none)", in_range(0.0, 60.0),
           read_only=True),
-    Param("probe.bandwidth_period_s", 0.5, "bulk probes this often (0: none)", in_range(0.0, 60.0),
-          read_only=True),
-    Param("probe.bandwidth_bytes", 32768, "bulk probe size, bytes (at most probe.max_share of the link)",
+    Param("probe.bandwidth_period_s", 0.5, "bandwidth probe trains at most this often (0: none)",
+          in_range(0.0, 60.0), read_only=True),
+    Param("probe.bandwidth_bytes", 8192, "largest payload in a bandwidth probe train, bytes",
           in_range(4096, 1 << 20), read_only=True),
-    Param("probe.max_share", 0.05, "bulk probes use at most this share of the estimated bandwidth, (0, 1]",
+    Param("probe.max_share", 0.05, "probe trains use at most this share of the estimated bandwidth, (0, 1]",
           in_range(0.0, 1.0, lo_open=True), read_only=True),
     Param("probe.timeout_s", 1.0, "a probe unanswered this long counts as lost", in_range(0.01, 60.0),
           read_only=True),
@@ -91,7 +93,8 @@ class MonitorNode(Node):
         p = declare(self, PARAMS)
         self.p = p
         self.scheduler, self.model_id = self._build_scheduler(p)
-        self.replanner = Replanner(self.scheduler, p["min_samples"])
+        self.replanner = Replanner(self.scheduler, p["min_samples"], ProbeTrains(
+            p["probe.bandwidth_bytes"], p["probe.max_share"], max(p["probe.bandwidth_period_s"], 1e-3)))
         self.add_on_set_parameters_callback(on_change(PARAMS, self._apply_params))
         # the drone's settings, from the drone itself (its defaults until it answers)
         self.drone = dict(DRONE_DEFAULTS)
@@ -107,9 +110,9 @@ class MonitorNode(Node):
         self.create_timer(p["link_state_period_s"], self._publish_link_state)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
         if p["probe.rtt_period_s"] > 0:
-            self.create_timer(p["probe.rtt_period_s"], lambda: self._probe("rtt", 64))
+            self.create_timer(p["probe.rtt_period_s"], self._rtt_probe)
         if p["probe.bandwidth_period_s"] > 0:
-            self.create_timer(p["probe.bandwidth_period_s"], self._bulk_probe)
+            self.create_timer(p["probe.bandwidth_period_s"], self._probe_train)
         self._control()     # a plan at once: device only until the link is measured
 
     # -- set-up -----------------------------------------------------------------------------
@@ -156,14 +159,23 @@ class MonitorNode(Node):
     def _on_load(self, cloud: str, load: dict) -> None:
         self.replanner.on_cloud_load(load)
 
-    def _bulk_probe(self) -> None:
-        """A bandwidth probe, sized by the replanner (none when offloads measured the link since the last one)."""
-        nbytes = self.replanner.bulk_probe_bytes(self.p["probe.bandwidth_bytes"], self.p["probe.max_share"],
-                                                 self.p["probe.bandwidth_period_s"])
-        if nbytes is not None:
-            self._probe("bw", nbytes)
+    def _rtt_probe(self) -> None:
+        if time.monotonic() < self._probing.get("bw", 0.0):
+            return      # it would time the train's queue, not the round trip
+        self._probe("rtt", 64, 1, lambda replies: self.replanner.on_probe(
+            None if replies[0] is None else replies[0] * 1e3))
 
-    def _probe(self, kind: str, nbytes: int) -> None:
+    def _probe_train(self) -> None:
+        """A bandwidth probe train when one is due (core/probe_train.py: its size and pace)."""
+        now = time.monotonic()
+        if self.link.clouds.alive and now >= self._probing.get("bw", 0.0):     # none out (or given up on)
+            nbytes = self.replanner.probe_train_due(now)
+            if nbytes is not None:
+                self._probe("bw", nbytes, TRAIN_LENGTH, lambda replies: self.replanner.on_probe_train(
+                    nbytes, [None if t is None else t * 1e3 for t in replies]))
+
+    def _probe(self, kind: str, nbytes: int, count: int, report: Callable[[list[float | None]], None]) -> None:
+        """``count`` probes of ``nbytes`` back to back to a live cloud; ``report(seconds | None per probe)``."""
         clouds = sorted(self.link.clouds.alive)
         now = time.monotonic()
         if not clouds or now < self._probing.get(kind, 0.0):
@@ -171,12 +183,12 @@ class MonitorNode(Node):
         timeout = self.p["probe.timeout_s"]
         self._probing[kind] = now + 2 * timeout      # a probe whose end never comes blocks no longer
 
-        def done(seconds: float | None) -> None:
+        def done(replies: list[float | None]) -> None:
             self._probing.pop(kind, None)
-            self.replanner.on_probe(None if seconds is None else seconds * 1e3, nbytes)
+            report(replies)
 
         try:
-            self.link.probe(clouds[0], nbytes, 16, timeout, done)
+            self.link.probe(clouds[0], nbytes, 16, timeout, done, count)
         except Exception as exc:  # noqa: BLE001 - zenoh raises its own error types; a probe is best effort
             self._probing.pop(kind, None)
             self.get_logger().warn(f"probe failed: {exc}", throttle_duration_sec=5.0)

@@ -351,21 +351,30 @@ class MonitorLink:
             self._on_load(str(sample.key_expr).rsplit("/", 1)[-1], load)
 
     def probe(self, cloud: str, up_bytes: int, down_bytes: int, timeout_s: float,
-              done: Callable[[float | None], None]) -> None:
-        """Round trip of ``up_bytes`` to ``cloud`` and ``down_bytes`` back; ``done(seconds | None)``."""
+              done: Callable[[list[float | None]], None], count: int = 1) -> None:
+        """``count`` queries of ``up_bytes`` to ``cloud``, sent back to back, each answered with
+        ``down_bytes``; ``done([seconds from the first send | None, ...])`` once all ended."""
         t0 = time.perf_counter()
-        answered = []
+        answered: list[float | None] = [None] * count
+        ended = []
+        lock = threading.Lock()
 
-        def on_reply(reply: zenoh.Reply) -> None:
-            if reply.ok is not None and not answered:
-                answered.append(time.perf_counter() - t0)
+        def on_reply(i: int, reply: zenoh.Reply) -> None:
+            if reply.ok is not None and answered[i] is None:
+                answered[i] = time.perf_counter() - t0
 
         def on_end() -> None:
-            done(answered[0] if answered else None)
+            with lock:
+                ended.append(True)
+                last = len(ended) == count
+            if last:
+                done(list(answered))
 
-        self.session.get(f"{probe_key(self.settings.key_prefix, cloud)}?size={int(down_bytes)}",
-                         zenoh.handlers.Callback(on_reply, on_end), payload=bytes(up_bytes), timeout=timeout_s,
-                         congestion_control=zenoh.CongestionControl.DROP)
+        key = f"{probe_key(self.settings.key_prefix, cloud)}?size={int(down_bytes)}"
+        for i in range(count):
+            self.session.get(key, zenoh.handlers.Callback(lambda reply, i=i: on_reply(i, reply), on_end),
+                             payload=bytes(up_bytes), timeout=timeout_s, express=True,
+                             congestion_control=zenoh.CongestionControl.DROP)
 
     def close(self) -> None:
         self._load_sub.undeclare()

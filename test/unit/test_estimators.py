@@ -18,6 +18,7 @@ from spinn_ros.core.estimators import (
     transfer_ms,
 )
 from spinn_ros.core.prediction import Conditions
+from spinn_ros.core.probe_train import TRAIN_LENGTH
 
 DT = 0.1          # seconds between samples (a 10 Hz monitor)
 
@@ -39,22 +40,34 @@ def test_rtt_median_filter_ignores_spikes_and_tracks_steps():
     assert math.isnan(RttEstimator().value)
 
 
-def test_bandwidth_median_is_robust_to_rtt_noise_and_outliers():
+def train(rng, mbps, nbytes=50_000, rtt=30.0, sigma=0.2, retransmit=0.0) -> list[float]:
+    """Reply times of a probe train of ``nbytes`` payloads at ``mbps``: each gap noisy
+    (log-normal ``sigma``), the last one late by ``retransmit`` ms."""
+    gaps = nbytes * 8 / (mbps * 1e3) * np.exp(rng.normal(0, sigma, TRAIN_LENGTH))
+    replies = rtt + np.cumsum(gaps)
+    replies[-1] += retransmit
+    return [float(r) for r in replies]
+
+
+def test_bandwidth_trimmed_mean_is_robust_to_noise_and_outliers():
     rng = np.random.default_rng(2)
-    est = BandwidthEstimator()
-    true_mbps, rtt = 20.0, 30.0
+    est = LinkEstimator()
     for i in range(200):
-        nbytes = int(rng.choice([5_000, 20_000, 50_000]))
-        network = rtt + nbytes * 8 / (true_mbps * 1e3) + rng.normal(0, 1.0)
-        if i % 17 == 0:
-            network += 300           # a retransmission
-        est.update(nbytes, network, rtt)
-    assert est.value == pytest.approx(true_mbps, rel=0.15)
+        est.on_probe_train(20_000, train(rng, 20.0, 20_000, sigma=0.1, retransmit=300.0 * (i % 17 == 0)))
+    assert est.bandwidth.value == pytest.approx(20.0, rel=0.15)
     assert math.isnan(BandwidthEstimator().value)
-    # a transfer too short to time only says "at least this fast"
-    fast = BandwidthEstimator(min_transfer_ms=0.2)
-    fast.update(1000, 30.0, 30.1)
-    assert fast.value == pytest.approx(1000 * 8 / 200)
+
+
+def test_single_payloads_never_seed_nor_raise_the_estimate():
+    """A lone payload reads fast when it fits the shaper's burst: it only ever says the link slowed."""
+    est = BandwidthEstimator()
+    for _ in range(10):
+        est.add_payload(10_000, 30.5, 30.0)              # 160 Mbit/s, if it were believed
+    assert math.isnan(est.value) and est.samples == 10
+    est.add_train(0.1)                                    # 0.1 us per bit: 10 Mbit/s
+    for _ in range(10):
+        est.add_payload(10_000, 31.0, 30.0)
+    assert est.value == pytest.approx(10.0) and est.jumps == 0
 
 
 def test_loss_is_a_windowed_failure_share():
@@ -73,6 +86,7 @@ def test_link_estimator_reads_drone_results_and_builds_conditions():
     link.cloud_alive = True
     for _ in range(5):
         link.on_probe(20.0)
+    link.on_probe_train(10_000, [28.0, 36.0, 44.0, 52.0, 60.0])     # 8 ms per 10 kB: 10 Mbit/s
     result = lambda **kw: SimpleNamespace(**{"provisional": False, "offload_bytes": 10_000, "network_ms": 20.0 + 8.0,
                                              "cloud_compute_ms": 3.0, "cloud_queue_ms": 1.0, **kw})
     for _ in range(9):
@@ -82,13 +96,15 @@ def test_link_estimator_reads_drone_results_and_builds_conditions():
     link.on_result(result(source=SOURCE_CLOUD, provisional=True))  # provisional: ignored
     f = link.link_state_fields()
     assert f["bandwidth_mbps"] == pytest.approx(10_000 * 8 / 8e3) and f["rtt_ms"] == pytest.approx(20.0)
-    assert f["loss_rate"] == pytest.approx(1 / 15)                   # 5 probes + 10 offloads, one failed
+    assert f["loss_rate"] == pytest.approx(1 / 15)                   # 5 probes + 10 offloads (not trains): one failed
     link.on_cloud_load({"queue_depth": 3, "compute_ms": 4.0, "batch_size": 2.0})
     c = link.conditions(deadline_ms=150.0)
     assert isinstance(c, Conditions) and c.deadline_ms == 150.0 and c.cloud_queue_ms == pytest.approx(1.0)
     assert c.cloud_batch_size == 2.0 and c.cloud_queue_depth == 3.0
     link.on_probe(None)
     assert link.loss.value == pytest.approx(2 / 16)
+    link.on_probe_train(10_000, [28.0, None, 44.0, 52.0, 60.0])     # a train with a loss: no reading, no loss
+    assert link.loss.value == pytest.approx(2 / 16) and link.bandwidth.samples == 10
 
 
 def test_cloud_answers_measure_the_clouds_speed_against_its_profile():
@@ -159,10 +175,8 @@ def test_noise_through_the_estimators_never_triggers():
     fired = []
     for i in range(2050):
         link.on_probe(float(noisy(rng, 40.0, 1)[0]))
-        # 50 kB (a bandwidth probe or a large split): 40 ms of transfer against 4 ms of RTT jitter
-        nbytes, retransmit = 50_000, 300.0 * (rng.random() < 0.03)
-        rtt, transfer = float(noisy(rng, 40.0, 1, spikes=0)[0]), nbytes * 8 / 10e3 * np.exp(rng.normal(0, 0.2))
-        link.on_offload(nbytes, rtt + transfer + retransmit)
+        # a train of 50 kB payloads: 40 ms gaps, 20 % noise, retransmissions
+        link.on_probe_train(50_000, train(rng, 10.0, retransmit=300.0 * (rng.random() < 0.03)))
         # the monitor plans once the windows are full (LinkState.samples), not on the first sample
         if i >= 50 and det.update(i * DT, link.change_values()):
             fired.append(i)
@@ -230,11 +244,10 @@ def test_steps_through_the_estimators_are_detected_within_a_few_seconds(what):
         rtt_level = 120.0 if after and what == "rtt" else 40.0
         mbps = 5.0 if after and what == "bandwidth" else 10.0
         link.on_probe(float(noisy(rng, rtt_level, 1, sigma=0.05)[0]))
-        rtt = float(noisy(rng, rtt_level, 1, sigma=0.05, spikes=0)[0])
-        link.on_offload(50_000, rtt + 50_000 * 8 / (mbps * 1e3) * np.exp(rng.normal(0, 0.2)))
+        link.on_probe_train(50_000, train(rng, mbps, rtt=float(noisy(rng, rtt_level, 1, sigma=0.05, spikes=0)[0])))
         if i >= 50 and det.update(i * DT, link.change_values()):
             fired.append(i)
-    # an RTT step briefly reads as a slower link (the RTT estimate lags the offloads): at most one settling re-plan
+    # a 2x bandwidth step turns the window over in stages: at most one settling re-plan
     assert fired[0] == 50 and len(fired) in (2, 3), fired
     assert 200 < fired[1] <= 200 + 40                              # within 4 s at 10 Hz
     final = link.link_state_fields()
@@ -245,8 +258,8 @@ def test_steps_through_the_estimators_are_detected_within_a_few_seconds(what):
 
 
 def test_a_collapsing_link_is_followed_and_detected_within_a_second():
-    """100 -> 2 Mbit/s through the estimators, one offload sample per 0.1 s: the bandwidth
-    window restarts from the new samples and the fast tier fires well within 1 s."""
+    """100 -> 2 Mbit/s through the estimators, a train per 0.5 s and one offload per 0.1 s: the
+    slow offloads restart the bandwidth window and the fast tier fires well within 1 s."""
     rng = np.random.default_rng(7)
     link, det = LinkEstimator(), ChangeDetector()
     link.cloud_alive = True
@@ -254,6 +267,8 @@ def test_a_collapsing_link_is_followed_and_detected_within_a_second():
     for i in range(300):
         mbps = 2.0 if i >= 200 else 100.0
         link.on_probe(float(noisy(rng, 10.0, 1, sigma=0.05)[0]))
+        if i % 5 == 0:
+            link.on_probe_train(32_768, train(rng, mbps, 32_768, rtt=10.0, sigma=0.1))
         link.on_offload(10_000, 10.0 + 10_000 * 8 / (mbps * 1e3) * np.exp(rng.normal(0, 0.1)))
         if i >= 50 and det.update(i * DT, link.change_values()):
             fired.append(i)

@@ -10,11 +10,12 @@ import math
 import pytest
 
 from spinn_ros.core.estimators import DEFAULT_TRIGGERS, transfer_ms
+from spinn_ros.core.probe_train import TRAIN_LENGTH
 from spinn_ros.core.replan import Replanner
 
 PERIOD_S = 0.1                  # the monitor's control period
-PROBES = 10                     # probes of each kind answered per period
-SMALL, BULK = 64, 32768         # probe sizes, bytes (the monitor's defaults)
+PROBES = 10                     # round-trip probes answered per period
+BULK = 8192                     # bandwidth probe train payloads, bytes (the monitor's largest)
 SETTINGS = {"frame_rate_hz": 30.0, "deadline_ms": 90.0, "encoding": "u8-lz4", "device_slowdown": 25.0,
             "max_in_flight": 4}
 RTT = DEFAULT_TRIGGERS["rtt_ms"]
@@ -35,14 +36,15 @@ class Loop:
         return self.ticks * PERIOD_S
 
     def run(self, seconds: float, rtt_ms: float | None = None, mbps: float | None = None) -> list:
-        """``seconds`` of control on a steady link (round trips of ``rtt_ms``, bulk probes at ``mbps``;
-        None: no such probes); the plans put in force meanwhile."""
+        """``seconds`` of control on a steady link (round trips of ``rtt_ms``, a probe train per period
+        at ``mbps``; None: no such probes); the plans put in force meanwhile."""
         start = len(self.plans)
         for _ in range(round(seconds / PERIOD_S)):
             for _ in range(PROBES if rtt_ms is not None else 0):
-                self.replanner.on_probe(rtt_ms, SMALL)
-            for _ in range(PROBES if mbps is not None else 0):
-                self.replanner.on_probe(rtt_ms + BULK * 8 / (mbps * 1e3), BULK)
+                self.replanner.on_probe(rtt_ms)
+            if mbps is not None:
+                self.replanner.on_probe_train(BULK, [rtt_ms + k * BULK * 8 / (mbps * 1e3)
+                                                     for k in range(1, TRAIN_LENGTH + 1)])
             new = self.replanner.step(self.now, **self.settings)
             if new is not None:
                 decision, why, _ = new
@@ -124,14 +126,14 @@ def test_a_decision_like_the_plan_in_force_is_not_published(planner):
 
 
 @pytest.mark.parametrize("to_mbps, plans, reference_mbps", [
-    (1.0, [(0.0, "bandwidth stepped to 1.0 Mbit/s", (4, True))], 1.0),    # 16 kB: 1.3 -> 128 ms, past the fast tier
+    (1.0, [(0.2, "bandwidth stepped to 1.0 Mbit/s", (4, True))], 1.0),    # 16 kB: 1.3 -> 128 ms, past the fast tier
     (400.0, [], 100.0),                                                    # 1.3 -> 0.3 ms: within the 5 ms floor
 ])
 def test_a_bandwidth_step_replans_at_once_only_past_the_fast_tier(planner, to_mbps, plans, reference_mbps):
     loop = flying(planner)
     jumps = loop.replanner.estimator.bandwidth.jumps
     t_step = loop.now
-    new = loop.run(PERIOD_S, 10.0, to_mbps)
+    new = loop.run(3 * PERIOD_S, 10.0, to_mbps)                  # three trains, all several-fold off
     assert loop.replanner.estimator.bandwidth.jumps > jumps       # the estimator restarted either way
     assert [(round(t - t_step, 6), why, where(d)) for t, why, d in new] == plans
     # a re-plan makes the estimates the detector's reference at once: no second re-plan for the same step

@@ -327,8 +327,13 @@ def test_the_monitor_probes_the_cloud_and_reads_its_load(link):
         wait_until(lambda: monitor.clouds.alive == {"c_1"}, WAIT_S, "the monitor to see the cloud")
         monitor.probe("c/1", up_bytes=1000, down_bytes=50_000, timeout_s=1.0, done=lambda s: probes(s, None))
         assert probes.event.wait(2.0)
-        (rtt, _), = probes.got
+        ([rtt], _), = probes.got
         assert rtt is not None and 0 < rtt < 1.0
+        train = Outcomes()       # a bandwidth train: three payloads back to back, a reply time for each
+        monitor.probe("c/1", up_bytes=20_000, down_bytes=16, timeout_s=1.0, done=lambda s: train(s, None), count=3)
+        assert train.event.wait(2.0)
+        (replies, _), = train.got
+        assert len(replies) == 3 and all(t is not None and 0 < t < 1.0 for t in replies)
         link.cloud.session.put(load_key("spinn", "c/1"), b"{not json")     # not a measurement: ignored
         link.cloud.session.put(load_key("spinn", "c/1"), b"[1, 2]")        # not a report either
         link.cloud.publish_load({"queue_depth": 3})
@@ -345,7 +350,7 @@ def test_a_probe_of_a_cloud_that_is_not_there_reports_none(link):
     try:
         wait_until(lambda: monitor.clouds.alive == {"c_1"}, WAIT_S, "the monitor to see the cloud")
         monitor.probe("elsewhere", up_bytes=10, down_bytes=10, timeout_s=1.0, done=lambda s: probes(s, None))
-        assert probes.event.wait(2.0) and probes.got == [(None, None)]
+        assert probes.event.wait(2.0) and probes.got == [([None], None)]
     finally:
         monitor.close()
 

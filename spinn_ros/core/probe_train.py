@@ -1,0 +1,118 @@
+"""Bandwidth probe trains: how big, how often, and what the spacing of their replies says.
+
+One payload's round trip misreads a shaped link: its first bytes leave at once on the
+shaper's burst allowance (a token bucket's, a radio grant's), so a payload that fits the
+burst reads as a fast link however slow the link is. Measured on the emulated link (tbf,
+1 Mbit/s, 3 kB burst): 4 kB probes read 3-4 Mbit/s, the drone's 3.3 kB split tensors 3.7.
+
+A train of equal payloads sent back to back does not: once the burst is spent, the link
+passes one payload per transfer time, so their replies come that far apart whatever the
+round trip (packet-train dispersion). With payloads of ``S`` bytes and a burst ``B``,
+reply ``j`` comes ``max(0, j*S - B) / rate`` after the first bytes left (plus the round
+trip), so replies ``j`` to ``k`` are ``(k - j) * S / rate`` apart once ``j*S >= B``.
+
+A train of five reads the span from its second reply to its fourth (exact for ``B <= 2S``),
+not a single gap: each reply is timed only to the packet that carries its payload's last
+byte (TCP fills packets across payloads), so a reply can be late by up to one packet's time
+(12 ms at 1 Mbit/s; measured: single gaps of 24 and 50 ms alternating where 37 was due).
+The last payload ends the stream, so its reply is never late: a span ending there would
+read short by half a packet on average (20 % fast at 1 Mbit/s with 2 kB payloads, measured
+and in arithmetic); the fifth payload is there to close the stream. Payload sizes vary at
+random by up to 50 % from train to train (two payloads then vary by more than a packet), so
+the packets' error falls at random and averages out instead of repeating (a 25 % spread
+left 4-7 % of bias at 0.5-2 Mbit/s in arithmetic, 50 % under 2 %). The span from the first reply to the fourth checks the
+reading: its mean gap is ``(4 - B/S) / 3`` of the read span's for ``S < B <= 2S``; under
+``FIRST_GAP_SHARE`` (0.75) the burst is over 1.75 payloads and the reading is dropped. The
+check is noisy (a reply's packet, a busy computer's late callback), a burst is not: after
+``GROW_AFTER`` such trains in a row the next train's payloads are twice as big (within the
+share, which then spaces trains further).
+"""
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+#: payloads per train: the span from the second reply to the fourth is read, the first checks
+#: it, the fifth closes the stream (see above)
+TRAIN_LENGTH = 5
+#: the mean gap from the first reply must be at least this share of the later ones' for the
+#: reading to count (then the burst is at most 1.75 payloads: the later span is the link's rate)
+FIRST_GAP_SHARE = 0.75
+#: trains in a row whose payloads were too small before the payloads grow
+GROW_AFTER = 3
+#: payload sizes vary at random by up to this share from train to train (see above)
+SIZE_SPREAD = 0.5
+NAN = float("nan")
+
+
+def read_train(nbytes: int, reply_ms: Sequence[float], min_gap_ms: float) -> tuple[float, bool]:
+    """(time per bit in microseconds, NaN when unreadable; whether the payloads were too small)
+    from the reply times (ms from the train's start, any order) of ``TRAIN_LENGTH`` payloads of
+    ``nbytes``. Too small: the mean gap from the first reply was short against the read span's
+    (the burst outlasted the first payloads), or the read span's under ``min_gap_ms`` (too short
+    to time)."""
+    if len(reply_ms) != TRAIN_LENGTH or nbytes <= 0 or not all(math.isfinite(t) for t in reply_ms):
+        raise ValueError(f"a train is {TRAIN_LENGTH} finite reply times of a positive payload, "
+                         f"got {list(reply_ms)} for {nbytes} bytes")
+    t = sorted(reply_ms)
+    later = (t[3] - t[1]) / 2
+    from_first = (t[3] - t[0]) / 3
+    too_small = later < min_gap_ms or from_first < FIRST_GAP_SHARE * later
+    if later <= 0:
+        return NAN, True
+    return later * 1e3 / (nbytes * 8), too_small
+
+
+class ProbeTrains:
+    """The monitor's bandwidth probes: a train is due every ``period_s`` at most and, while the
+    drone offloads, never more often than keeps trains within ``max_share`` of the estimated
+    bandwidth (its offloads would queue behind them; a drone that keeps its frames loses nothing
+    to a train, and an estimate read low while offloads filled the link recovers at once). Each
+    payload is the share's worth over a period split over the train, at least the floor
+    (``floor_bytes`` to start with), at most ``max_bytes``, then spread at random. ``GROW_AFTER``
+    trains in a row whose payloads were too small make the floor twice their size; at
+    ``max_bytes`` a reading is taken as it is (the best there is)."""
+
+    def __init__(self, max_bytes: int = 8192, max_share: float = 0.05, period_s: float = 0.5,
+                 floor_bytes: int = 2048, min_gap_ms: float = 1.0, seed: int | None = None):
+        if not 0 < floor_bytes <= max_bytes or not 0 < max_share <= 1 or period_s <= 0 or min_gap_ms <= 0:
+            raise ValueError("0 < floor_bytes <= max_bytes, max_share in (0, 1], period_s > 0, min_gap_ms > 0")
+        self.max_bytes, self.max_share, self.period_s = max_bytes, max_share, period_s
+        self.floor_bytes, self.min_gap_ms = floor_bytes, min_gap_ms
+        self.floor = floor_bytes
+        self._too_small = 0                 # trains in a row whose payloads were too small
+        self._next_s = -math.inf
+        self._rng = random.Random(seed)
+
+    def reset(self) -> None:
+        """A new link (the cloud came back): its burst is not known."""
+        self.floor, self._too_small = self.floor_bytes, 0
+
+    def payload_bytes(self, mbps: float) -> int:
+        """The payload size before its random spread."""
+        if not (math.isfinite(mbps) and mbps > 0):
+            return self.floor
+        share = self.max_share * mbps * 1e6 / 8 * self.period_s / TRAIN_LENGTH
+        return int(min(self.max_bytes, max(self.floor, share)))
+
+    def due(self, now_s: float, mbps: float, offloading: bool = True) -> int | None:
+        """The payload size of a train to send now (and books it), or None: not yet."""
+        if now_s < self._next_s:
+            return None
+        nbytes = min(self.max_bytes, int(self.payload_bytes(mbps) * (1 + self._rng.uniform(0, SIZE_SPREAD))))
+        gap_s = self.period_s
+        if offloading and math.isfinite(mbps) and mbps > 0:
+            gap_s = max(gap_s, TRAIN_LENGTH * nbytes * 8 / (self.max_share * mbps * 1e6))
+        self._next_s = now_s + gap_s
+        return nbytes
+
+    def read(self, nbytes: int, reply_ms: Sequence[float]) -> float:
+        """A train's time per bit in microseconds (NaN: unreadable, its payloads were too small)."""
+        us_per_bit, too_small = read_train(nbytes, reply_ms, self.min_gap_ms)
+        self._too_small = self._too_small + 1 if too_small else 0
+        if not too_small or nbytes >= self.max_bytes:
+            return us_per_bit
+        if self._too_small >= GROW_AFTER:
+            self.floor, self._too_small = min(self.max_bytes, 2 * nbytes), 0
+        return NAN
