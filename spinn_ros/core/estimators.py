@@ -3,8 +3,8 @@
 Inputs are the drone's results (per offload: bytes on the wire and ``network_ms`` =
 round trip minus cloud compute and queueing; a fallback with bytes sent = a failed
 or expired offload), small probes (round trips), bandwidth probe trains
-(core/probe_train.py), and the cloud's load reports. Outputs are the ``LinkState`` fields and the scheduler's
-:class:`~spinn_ros.core.prediction.Conditions`.
+(core/probe_train.py), and the cloud's load reports. Outputs are the ``LinkState``
+fields and the scheduler's :class:`~spinn_ros.core.prediction.Conditions`.
 
 :class:`ChangeDetector` says when the estimates moved enough to re-plan: relative
 thresholds with a floor (tiny values do not flap), hysteresis (a deviation must fall

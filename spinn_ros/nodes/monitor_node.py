@@ -76,7 +76,8 @@ PARAMS = [
           in_range(0.0, 60.0), read_only=True),
     Param("probe.bandwidth_bytes", 8192, "largest payload in a bandwidth probe train, bytes",
           in_range(4096, 1 << 20), read_only=True),
-    Param("probe.max_share", 0.05, "probe trains use at most this share of the estimated bandwidth, (0, 1]",
+    Param("probe.max_share", 0.05, "while the drone offloads, probe trains use at most this share of the "
+          "estimated bandwidth, (0, 1]",
           in_range(0.0, 1.0, lo_open=True), read_only=True),
     Param("probe.timeout_s", 1.0, "a probe unanswered this long counts as lost", in_range(0.01, 60.0),
           read_only=True),
