@@ -74,7 +74,7 @@ class ProbeTrains:
     trains in a row whose payloads were too small make the floor twice their size; at
     ``max_bytes`` a reading is taken as it is (the best there is)."""
 
-    def __init__(self, max_bytes: int = 8192, max_share: float = 0.05, period_s: float = 0.5,
+    def __init__(self, max_bytes: int = 16384, max_share: float = 0.05, period_s: float = 0.5,
                  floor_bytes: int = 2048, min_gap_ms: float = 1.0, seed: int | None = None):
         if not 0 < floor_bytes <= max_bytes or not 0 < max_share <= 1 or period_s <= 0 or min_gap_ms <= 0:
             raise ValueError("0 < floor_bytes <= max_bytes, max_share in (0, 1], period_s > 0, min_gap_ms > 0")
@@ -90,9 +90,10 @@ class ProbeTrains:
         self.floor, self._too_small = self.floor_bytes, 0
 
     def payload_bytes(self, mbps: float) -> int:
-        """The payload size before its random spread."""
+        """The payload size before its random spread (the largest while the rate is unknown: the
+        drone offloads nothing then, so nothing waits behind the train)."""
         if not (math.isfinite(mbps) and mbps > 0):
-            return self.floor
+            return self.max_bytes
         share = self.max_share * mbps * 1e6 / 8 * self.period_s / TRAIN_LENGTH
         return int(min(self.max_bytes, max(self.floor, share)))
 

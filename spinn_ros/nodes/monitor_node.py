@@ -74,7 +74,7 @@ PARAMS = [
           read_only=True),
     Param("probe.bandwidth_period_s", 0.5, "bandwidth probe trains at most this often (0: none)",
           in_range(0.0, 60.0), read_only=True),
-    Param("probe.bandwidth_bytes", 8192, "largest payload in a bandwidth probe train, bytes",
+    Param("probe.bandwidth_bytes", 16384, "largest payload in a bandwidth probe train, bytes",
           in_range(4096, 1 << 20), read_only=True),
     Param("probe.max_share", 0.05, "while the drone offloads, probe trains use at most this share of the "
           "estimated bandwidth, (0, 1]",

@@ -40,7 +40,7 @@ def test_a_malformed_train_is_refused_naming_what_a_train_is(replies, nbytes):
 
 def test_payload_size_and_pace_keep_the_share():
     trains = ProbeTrains(max_bytes=8192, max_share=0.05, period_s=0.5, floor_bytes=2048, seed=1)
-    assert trains.payload_bytes(math.nan) == 2048              # unknown link: the floor
+    assert trains.payload_bytes(math.nan) == 8192              # unknown link: the largest (nothing offloaded)
     assert trains.payload_bytes(1.0) == 2048                   # the share's worth (0.6 kB) is under the floor
     assert trains.payload_bytes(10.0) == int(0.05 * 10e6 / 8 * 0.5 / 5)
     assert trains.payload_bytes(100.0) == 8192
@@ -63,13 +63,13 @@ def test_payloads_too_small_three_trains_in_a_row_raise_the_floor_to_twice_their
     link = TokenBucketLink(1.0, 6000, RTT_MS)          # a 6 kB burst: 2-3 kB payloads are too small
     sizes = []
     for k in range(GROW_AFTER):
-        sizes.append(trains.due(10.0 * k, math.nan))
+        sizes.append(trains.due(10.0 * k, 1.0))
         assert math.isnan(trains.read(sizes[-1], link.train(10_000.0 * k, sizes[-1], TRAIN_LENGTH)))
         assert trains.floor == (2048 if k < GROW_AFTER - 1 else 2 * sizes[-1])
-    bigger = trains.due(100.0, math.nan)
+    bigger = trains.due(100.0, 1.0)
     assert 1 / trains.read(bigger, link.train(100_000.0, bigger, TRAIN_LENGTH)) == pytest.approx(1.0)
     trains.reset()
-    assert trains.payload_bytes(math.nan) == 2048
+    assert trains.payload_bytes(1.0) == 2048
 
 
 def test_one_train_too_small_among_good_ones_grows_nothing():

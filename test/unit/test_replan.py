@@ -15,7 +15,7 @@ from spinn_ros.core.replan import Replanner
 
 PERIOD_S = 0.1                  # the monitor's control period
 PROBES = 10                     # round-trip probes answered per period
-BULK = 8192                     # bandwidth probe train payloads, bytes (the monitor's largest)
+BULK = 16384                    # bandwidth probe train payloads, bytes (the monitor's largest)
 SETTINGS = {"frame_rate_hz": 30.0, "deadline_ms": 90.0, "encoding": "u8-lz4", "device_slowdown": 25.0,
             "max_in_flight": 4}
 RTT = DEFAULT_TRIGGERS["rtt_ms"]
