@@ -94,8 +94,10 @@ class MonitorNode(Node):
         p = declare(self, PARAMS)
         self.p = p
         self.scheduler, self.model_id = self._build_scheduler(p)
+        # (a bandwidth period of 0 sends no trains: the pace is then never read, any positive one will do)
         self.replanner = Replanner(self.scheduler, p["min_samples"], ProbeTrains(
-            p["probe.bandwidth_bytes"], p["probe.max_share"], max(p["probe.bandwidth_period_s"], 1e-3)))
+            max_bytes=p["probe.bandwidth_bytes"], max_share=p["probe.max_share"],
+            period_s=max(p["probe.bandwidth_period_s"], 1e-3)))
         self.add_on_set_parameters_callback(on_change(PARAMS, self._apply_params))
         # the drone's settings, from the drone itself (its defaults until it answers)
         self.drone = dict(DRONE_DEFAULTS)
@@ -160,8 +162,12 @@ class MonitorNode(Node):
     def _on_load(self, cloud: str, load: dict) -> None:
         self.replanner.on_cloud_load(load)
 
+    def _out(self, kind: str, now: float) -> bool:
+        """A probe of this kind is out (and not yet given up on)."""
+        return now < self._probing.get(kind, 0.0)
+
     def _rtt_probe(self) -> None:
-        if time.monotonic() < self._probing.get("bw", 0.0):
+        if self._out("bw", time.monotonic()):
             return      # it would time the train's queue, not the round trip
         self._probe("rtt", 64, 1, lambda replies: self.replanner.on_probe(
             None if replies[0] is None else replies[0] * 1e3))
@@ -169,7 +175,7 @@ class MonitorNode(Node):
     def _probe_train(self) -> None:
         """A bandwidth probe train when one is due (core/probe_train.py: its size and pace)."""
         now = time.monotonic()
-        if self.link.clouds.alive and now >= self._probing.get("bw", 0.0):     # none out (or given up on)
+        if self.link.clouds.alive and not self._out("bw", now):     # checked before booking the next train
             nbytes = self.replanner.probe_train_due(now)
             if nbytes is not None:
                 self._probe("bw", nbytes, TRAIN_LENGTH, lambda replies: self.replanner.on_probe_train(
@@ -179,7 +185,7 @@ class MonitorNode(Node):
         """``count`` probes of ``nbytes`` back to back to a live cloud; ``report(seconds | None per probe)``."""
         clouds = sorted(self.link.clouds.alive)
         now = time.monotonic()
-        if not clouds or now < self._probing.get(kind, 0.0):
+        if not clouds or self._out(kind, now):
             return          # nothing to probe, or the last one of this kind is still out
         timeout = self.p["probe.timeout_s"]
         self._probing[kind] = now + 2 * timeout      # a probe whose end never comes blocks no longer

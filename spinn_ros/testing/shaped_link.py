@@ -21,18 +21,21 @@ class TokenBucketLink:
         self.burst, self.rtt_ms, self.packet_bytes = float(burst_bytes), rtt_ms, packet_bytes
         self._tokens, self._at_ms = float(burst_bytes), 0.0     # tokens at the time the link was last free
 
+    def _start(self, t_ms: float) -> tuple[float, float]:
+        """When a payload handed over at ``t_ms`` starts to leave, and the tokens then."""
+        start = max(t_ms, self._at_ms)
+        return start, min(self.burst, self._tokens + (start - self._at_ms) * self.bytes_per_ms)
+
     def send(self, t_ms: float, nbytes: int) -> float:
         """The reply time of a payload of ``nbytes`` handed to the link at ``t_ms`` (in send order)."""
-        start = max(t_ms, self._at_ms)
-        tokens = min(self.burst, self._tokens + (start - self._at_ms) * self.bytes_per_ms)
+        start, tokens = self._start(t_ms)
         done = start + max(0.0, nbytes - tokens) / self.bytes_per_ms
         self._tokens, self._at_ms = max(0.0, tokens - nbytes), done
         return done + self.rtt_ms
 
     def train(self, t_ms: float, nbytes: int, count: int) -> list[float]:
         """Reply times of ``count`` payloads sent back to back at ``t_ms``, from ``t_ms``."""
-        start = max(t_ms, self._at_ms)
-        tokens = min(self.burst, self._tokens + (start - self._at_ms) * self.bytes_per_ms)
+        start, tokens = self._start(t_ms)
         total = count * nbytes
         through = [j * nbytes for j in range(1, count + 1)]
         if self.packet_bytes:
