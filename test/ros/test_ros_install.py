@@ -83,7 +83,9 @@ def sourced_env(install: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Installed:
+def installed(tmp_path_factory, certs) -> Installed:
+    """The install space and its sourced environment, taken once the run's certificates are in
+    $SPINN_CERTS (the autouse fixture that makes them is function-scoped and would come after)."""
     require_ros2_tools()
     install, seconds = colcon_build(tmp_path_factory.mktemp("ws"))
     print(f"colcon build: {seconds:.1f} s")
