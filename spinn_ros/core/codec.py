@@ -49,6 +49,7 @@ class Kind(enum.IntEnum):
     REQUEST = 1
     REPLY = 2
     ERROR = 3
+    PROBE_REPLY = 4     # the cloud's answer to a link probe (transport/zenoh_link.py)
 
 
 class Dtype(enum.IntEnum):
@@ -143,8 +144,13 @@ REQUEST_FIELDS = ("magic", "version", "kind", "flags", "request_id", "payload_le
 _REPLY = struct.Struct(_PREFIX.format + "QfffffHBB")
 # error: error code, 2 pad bytes; the UTF-8 message is the payload
 _ERROR = struct.Struct(_PREFIX.format + "H2x")
+# probe reply: received_ns (the cloud's monotonic clock when the probe arrived: only the
+# differences between one train's replies mean anything); zero padding to the size asked for
+_PROBE_REPLY = struct.Struct(_PREFIX.format + "Q")
 _CRC = struct.Struct("<I")
-_HEADERS = {Kind.REQUEST: _REQUEST, Kind.REPLY: _REPLY, Kind.ERROR: _ERROR}
+_HEADERS = {Kind.REQUEST: _REQUEST, Kind.REPLY: _REPLY, Kind.ERROR: _ERROR, Kind.PROBE_REPLY: _PROBE_REPLY}
+#: the smallest probe reply (no padding)
+PROBE_REPLY_MIN_BYTES = _PROBE_REPLY.size + _CRC.size
 FLAG_HAS_REQUEST_ID = 1          # error replies only: the request id field is meaningful
 
 _NP_DTYPE = {Dtype.F32: np.dtype("<f4"), Dtype.F16: np.dtype("<f2"), Dtype.U8: np.dtype("u1"), Dtype.FRAME: np.dtype("u1")}
@@ -530,3 +536,20 @@ def decode_reply(buf, *, max_bytes: int = MAX_REPLY_BYTES, num_exits: int | None
     reply = Reply(rid, exit_index, coll, conf, steer, steer_bin, compute_ms, queue_ms, batch, sent_ns)
     _check_reply(reply, num_exits, rid)
     return reply
+
+
+# -- link probes ----------------------------------------------------------------------
+def encode_probe_reply(received_ns: int, size: int) -> bytes:
+    """A probe reply of ``size`` bytes (at least ``PROBE_REPLY_MIN_BYTES``) stamped with the
+    cloud's monotonic clock when the probe arrived: a probe train's spacing is read where the
+    link made it, not after the cloud's and the monitor's scheduling added their own."""
+    padding = max(0, size - PROBE_REPLY_MIN_BYTES)
+    return _seal(_pack(_PROBE_REPLY, MAGIC, VERSION, Kind.PROBE_REPLY, 0, 0, padding, received_ns), bytes(padding))
+
+
+def decode_probe_reply(buf, *, max_bytes: int) -> int:
+    """The cloud's ``received_ns`` from a probe reply. Raises only :class:`WireError`."""
+    fields, payload = _open(buf, (Kind.PROBE_REPLY,), max_bytes)
+    if fields[3] or fields[4] or payload != bytes(len(payload)):
+        raise WireError(ErrorCode.BAD_FIELD, "probe reply must have flags 0, request id 0 and zero padding")
+    return fields[6]

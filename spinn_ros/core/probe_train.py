@@ -1,4 +1,4 @@
-"""Bandwidth probe trains: how big, how often, and what the spacing of their replies says.
+"""Bandwidth probe trains: how big, how often, and what the spacing of their arrivals says.
 
 One payload's round trip misreads a shaped link: its first bytes leave at once on the
 shaper's burst allowance (a token bucket's, a radio grant's), so a payload that fits the
@@ -6,26 +6,31 @@ burst reads as a fast link however slow the link is. Measured on the emulated li
 1 Mbit/s, 3 kB burst): 4 kB probes read 3-4 Mbit/s, the drone's 3.3 kB split tensors 3.7.
 
 A train of equal payloads sent back to back does not: once the burst is spent, the link
-passes one payload per transfer time, so their replies come that far apart whatever the
+passes one payload per transfer time, so they reach the cloud that far apart whatever the
 round trip (packet-train dispersion). With payloads of ``S`` bytes and a burst ``B``,
-reply ``j`` comes ``max(0, j*S - B) / rate`` after the first bytes left (plus the round
-trip), so replies ``j`` to ``k`` are ``(k - j) * S / rate`` apart once ``j*S >= B``.
+payload ``j`` arrives ``max(0, j*S - B) / rate`` after the first bytes left (plus the one-way
+delay), so arrivals ``j`` to ``k`` are ``(k - j) * S / rate`` apart once ``j*S >= B``.
 
-A train of five reads the span from its second reply to its fourth (exact for ``B <= 2S``),
-not a single gap: each reply is timed only to the packet that carries its payload's last
-byte (TCP fills packets across payloads), so a reply can be late by up to one packet's time
+The arrivals are the cloud's own stamps (its probe replies carry them: docs/wire-format.md),
+not the replies' return to the monitor: the replies' spacing adds both computers' scheduling.
+Measured at 100 Mbit/s while the drone offloaded: 16 kB payloads arrived 1.0-1.5 ms apart
+(1.3 due), their replies came -1 to 7 ms apart.
+
+A train of five reads the span from its second arrival to its fourth (exact for ``B <= 2S``),
+not a single gap: each arrival is timed only to the packet that carries its payload's last
+byte (TCP fills packets across payloads), so it can be late by up to one packet's time
 (12 ms at 1 Mbit/s; measured: single gaps of 24 and 50 ms alternating where 37 was due).
-The last payload ends the stream, so its reply is never late: a span ending there would
+The last payload ends the stream, so its arrival is never late: a span ending there would
 read short by half a packet on average (20 % fast at 1 Mbit/s with 2 kB payloads, measured
 and in arithmetic); the fifth payload is there to close the stream. Payload sizes vary at
 random by up to 50 % from train to train (two payloads then vary by more than a packet), so
 the packets' error falls at random and averages out instead of repeating (a 25 % spread
-left 4-7 % of bias at 0.5-2 Mbit/s in arithmetic, 50 % under 2 %). The span from the first reply to the fourth checks the
-reading: its mean gap is ``(4 - B/S) / 3`` of the read span's for ``S < B <= 2S``; under
-``FIRST_GAP_SHARE`` (0.75) the burst is over 1.75 payloads and the reading is dropped. The
-check is noisy (a reply's packet, a busy computer's late callback), a burst is not: after
-``GROW_AFTER`` such trains in a row the next train's payloads are twice as big (within the
-share, which then spaces trains further).
+left 4-7 % of bias at 0.5-2 Mbit/s in arithmetic, 50 % under 2 %). The span from the first
+arrival to the fourth checks the reading: its mean gap is ``(4 - B/S) / 3`` of the read span's
+for ``S < B <= 2S``; under ``FIRST_GAP_SHARE`` (0.75) the burst is over 1.75 payloads and the
+reading is dropped. The check is noisy (a packet, a busy computer's late callback), a burst is
+not: after ``GROW_AFTER`` such trains in a row the next train's payloads are twice as big
+(within the share, which then spaces trains further).
 """
 from __future__ import annotations
 
@@ -33,10 +38,10 @@ import math
 import random
 from collections.abc import Sequence
 
-#: payloads per train: the span from the second reply to the fourth is read, the first checks
+#: payloads per train: the span from the second arrival to the fourth is read, the first checks
 #: it, the fifth closes the stream (see above)
 TRAIN_LENGTH = 5
-#: the mean gap from the first reply must be at least this share of the later ones' for the
+#: the mean gap from the first arrival must be at least this share of the later ones' for the
 #: reading to count (then the burst is at most 1.75 payloads: the later span is the link's rate)
 FIRST_GAP_SHARE = 0.75
 #: trains in a row whose payloads were too small before the payloads grow
@@ -46,16 +51,15 @@ SIZE_SPREAD = 0.5
 NAN = float("nan")
 
 
-def read_train(nbytes: int, reply_ms: Sequence[float], min_gap_ms: float) -> tuple[float, bool]:
+def read_train(nbytes: int, arrival_ms: Sequence[float], min_gap_ms: float) -> tuple[float, bool]:
     """(time per bit in microseconds, NaN when unreadable; whether the payloads were too small)
-    from the reply times (ms from the train's start, any order) of ``TRAIN_LENGTH`` payloads of
-    ``nbytes``. Too small: the mean gap from the first reply was short against the read span's
-    (the burst outlasted the first payloads), or the read span's under ``min_gap_ms`` (too short
-    to time)."""
-    if len(reply_ms) != TRAIN_LENGTH or nbytes <= 0 or not all(math.isfinite(t) for t in reply_ms):
-        raise ValueError(f"a train is {TRAIN_LENGTH} finite reply times of a positive payload, "
-                         f"got {list(reply_ms)} for {nbytes} bytes")
-    t = sorted(reply_ms)
+    from the arrival times (ms, any origin, any order) of ``TRAIN_LENGTH`` payloads of ``nbytes``.
+    Too small: the mean gap from the first arrival was short against the read span's (the burst
+    outlasted the first payloads), or the read span's under ``min_gap_ms`` (too short to time)."""
+    if len(arrival_ms) != TRAIN_LENGTH or nbytes <= 0 or not all(math.isfinite(t) for t in arrival_ms):
+        raise ValueError(f"a train is {TRAIN_LENGTH} finite arrival times of a positive payload, "
+                         f"got {list(arrival_ms)} for {nbytes} bytes")
+    t = sorted(arrival_ms)
     later = (t[3] - t[1]) / 2
     from_first = (t[3] - t[0]) / 3
     too_small = later < min_gap_ms or from_first < FIRST_GAP_SHARE * later
@@ -108,9 +112,9 @@ class ProbeTrains:
         self._next_s = now_s + gap_s
         return nbytes
 
-    def read(self, nbytes: int, reply_ms: Sequence[float]) -> float:
+    def read(self, nbytes: int, arrival_ms: Sequence[float]) -> float:
         """A train's time per bit in microseconds (NaN: unreadable, its payloads were too small)."""
-        us_per_bit, too_small = read_train(nbytes, reply_ms, self.min_gap_ms)
+        us_per_bit, too_small = read_train(nbytes, arrival_ms, self.min_gap_ms)
         self._too_small = self._too_small + 1 if too_small else 0
         if not too_small or nbytes >= self.max_bytes:
             return us_per_bit

@@ -51,9 +51,9 @@ class Replanner:
         with self._lock:
             self.estimator.on_probe(rtt_ms)
 
-    def on_probe_train(self, nbytes: int, reply_ms: list[float | None]) -> None:
+    def on_probe_train(self, nbytes: int, arrival_ms: list[float | None]) -> None:
         with self._lock:
-            self.estimator.on_probe_train(nbytes, reply_ms)
+            self.estimator.on_probe_train(nbytes, arrival_ms)
 
     def on_clouds(self, alive: set[str]) -> None:
         """The clouds alive now: one appearing or the last vanishing re-plans at the next step; one

@@ -16,7 +16,7 @@ rules are the pure core's (core/replan.py); this node adapts them to ROS and Zen
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from rclpy.node import Node
 
@@ -40,6 +40,9 @@ from ..ros import qos
 from ..ros.node_main import run_node
 from ..ros.params import Param, ParameterError, declare, in_range, non_empty, on_change, one_of, zenoh_params
 from ..ros.remote_params import RemoteParameters
+
+if TYPE_CHECKING:
+    from ..transport.zenoh_link import ProbeEcho
 
 #: the drone's settings the plan depends on, with the drone node's own defaults (until it answers)
 DRONE_DEFAULTS = {"cloud.deadline_ms": Settings.deadline_ms, "cloud.encoding": Settings.encoding,
@@ -169,8 +172,8 @@ class MonitorNode(Node):
     def _rtt_probe(self) -> None:
         if self._out("bw", time.monotonic()):
             return      # it would time the train's queue, not the round trip
-        self._probe("rtt", 64, 1, lambda replies: self.replanner.on_probe(
-            None if replies[0] is None else replies[0] * 1e3))
+        self._probe("rtt", 64, 1, lambda echoes: self.replanner.on_probe(
+            None if echoes[0] is None else echoes[0].reply_s * 1e3))
 
     def _probe_train(self) -> None:
         """A bandwidth probe train when one is due (core/probe_train.py: its size and pace)."""
@@ -178,11 +181,12 @@ class MonitorNode(Node):
         if self.link.clouds.alive and not self._out("bw", now):     # checked before booking the next train
             nbytes = self.replanner.probe_train_due(now)
             if nbytes is not None:
-                self._probe("bw", nbytes, TRAIN_LENGTH, lambda replies: self.replanner.on_probe_train(
-                    nbytes, [None if t is None else t * 1e3 for t in replies]))
+                # spacing as the cloud saw it arrive: the replies' adds both ends' scheduling
+                self._probe("bw", nbytes, TRAIN_LENGTH, lambda echoes: self.replanner.on_probe_train(
+                    nbytes, [None if e is None else e.received_s * 1e3 for e in echoes]))
 
-    def _probe(self, kind: str, nbytes: int, count: int, report: Callable[[list[float | None]], None]) -> None:
-        """``count`` probes of ``nbytes`` back to back to a live cloud; ``report(seconds | None per probe)``."""
+    def _probe(self, kind: str, nbytes: int, count: int, report: Callable[[list[ProbeEcho | None]], None]) -> None:
+        """``count`` probes of ``nbytes`` back to back to a live cloud; ``report(ProbeEcho | None per probe)``."""
         clouds = sorted(self.link.clouds.alive)
         now = time.monotonic()
         if not clouds or self._out(kind, now):
@@ -190,9 +194,13 @@ class MonitorNode(Node):
         timeout = self.p["probe.timeout_s"]
         self._probing[kind] = now + 2 * timeout      # a probe whose end never comes blocks no longer
 
-        def done(replies: list[float | None]) -> None:
+        def done(echoes: list[ProbeEcho | None]) -> None:
             self._probing.pop(kind, None)
-            report(replies)
+            error, self.link.last_probe_error = self.link.last_probe_error, None
+            if error:
+                self.get_logger().error(f"{error} (counted as lost; is the cloud another version?)",
+                                        throttle_duration_sec=5.0)
+            report(echoes)
 
         try:
             self.link.probe(clouds[0], nbytes, 16, timeout, done, count)

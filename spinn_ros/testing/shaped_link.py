@@ -4,7 +4,9 @@ Tokens (bytes) accrue at the link's rate up to ``burst_bytes``; payloads leave i
 as soon as the link is free, at line rate while tokens last and at the token rate after; a
 reply comes back ``rtt_ms`` after the payload's last byte left. With ``packet_bytes``, a
 train's payloads are one byte stream cut into packets (as TCP cuts it), so a payload is
-through only when the packet carrying its last byte is.
+through only when the packet carrying its last byte is. A train shares the link with the
+``background_mbps`` of other traffic (the drone's offloads) sent meanwhile: after the
+burst, its bytes pass at what that leaves.
 """
 from __future__ import annotations
 
@@ -33,13 +35,14 @@ class TokenBucketLink:
         self._tokens, self._at_ms = max(0.0, tokens - nbytes), done
         return done + self.rtt_ms
 
-    def train(self, t_ms: float, nbytes: int, count: int) -> list[float]:
+    def train(self, t_ms: float, nbytes: int, count: int, background_mbps: float = 0.0) -> list[float]:
         """Reply times of ``count`` payloads sent back to back at ``t_ms``, from ``t_ms``."""
         start, tokens = self._start(t_ms)
         total = count * nbytes
         through = [j * nbytes for j in range(1, count + 1)]
         if self.packet_bytes:
             through = [min(math.ceil(b / self.packet_bytes) * self.packet_bytes, total) for b in through]
+        share = max(self.bytes_per_ms - background_mbps * 1e3 / 8, 0.05 * self.bytes_per_ms)
         self._tokens = max(0.0, tokens - total)
-        self._at_ms = start + max(0.0, total - tokens) / self.bytes_per_ms
-        return [start + max(0.0, b - tokens) / self.bytes_per_ms + self.rtt_ms - t_ms for b in through]
+        self._at_ms = start + max(0.0, total - tokens) / share
+        return [start + max(0.0, b - tokens) / share + self.rtt_ms - t_ms for b in through]

@@ -8,7 +8,8 @@ cloud server's name):
   <p>/tail/<drone>          query: an offload request frame; reply: a reply frame
   <p>/alive/cloud/<cloud>   liveliness token of each cloud server
   <p>/load/<cloud>          put, ~2 Hz: the server's load as JSON
-  <p>/probe/<cloud>         query: link probe; the reply echoes the payload size asked for
+  <p>/probe/<cloud>         query: link probe; the reply (a probe-reply frame, docs/wire-format.md) is
+                            the size asked for and says when the probe reached the cloud
 
 Security (``security="mtls"``, the nodes' default): the cloud is a Zenoh router listening
 on ``tls/`` only, requiring client certificates signed by the CA (``spinn certs``); drones
@@ -33,7 +34,7 @@ from typing import Callable
 
 import zenoh
 
-from ..core.codec import MAX_REQUEST_BYTES
+from ..core.codec import MAX_REQUEST_BYTES, WireError, decode_probe_reply, encode_probe_reply
 
 _NAME = re.compile(r"[^A-Za-z0-9_\-]")
 SECURITY = ("mtls", "plain")
@@ -331,6 +332,15 @@ class DroneLink:
         self.session.close()
 
 
+@dataclass(frozen=True)
+class ProbeEcho:
+    """One answered probe: its reply's time from the first send of its train (the monitor's clock),
+    and when it reached the cloud (the cloud's monotonic clock: compare within a train only)."""
+
+    reply_s: float
+    received_s: float
+
+
 class MonitorLink:
     """The monitor's end: cloud liveliness, cloud load reports, and link probes."""
 
@@ -341,6 +351,7 @@ class MonitorLink:
         self.clouds = CloudWatch(self.session, settings.key_prefix, on_cloud_change)
         self._on_load = on_load
         self._load_sub = self.session.declare_subscriber(load_key(settings.key_prefix), self._handle_load)
+        self.last_probe_error: str | None = None
 
     def _handle_load(self, sample: zenoh.Sample) -> None:
         try:
@@ -351,17 +362,25 @@ class MonitorLink:
             self._on_load(str(sample.key_expr).rsplit("/", 1)[-1], load)
 
     def probe(self, cloud: str, up_bytes: int, down_bytes: int, timeout_s: float,
-              done: Callable[[list[float | None]], None], count: int = 1) -> None:
+              done: Callable[[list[ProbeEcho | None]], None], count: int = 1) -> None:
         """``count`` queries of ``up_bytes`` to ``cloud``, sent back to back, each answered with
-        ``down_bytes``; ``done([seconds from the first send | None, ...])`` once all ended."""
+        ``down_bytes``; ``done([ProbeEcho | None (lost or malformed), ...])`` once all ended. A
+        malformed reply is also kept in ``last_probe_error``."""
         t0 = time.perf_counter()
-        answered: list[float | None] = [None] * count
+        answered: list[ProbeEcho | None] = [None] * count
         ended = []
         lock = threading.Lock()
 
         def on_reply(i: int, reply: zenoh.Reply) -> None:
-            if reply.ok is not None and answered[i] is None:
-                answered[i] = time.perf_counter() - t0
+            if reply.ok is None or answered[i] is not None:
+                return
+            reply_s = time.perf_counter() - t0
+            try:
+                received_ns = decode_probe_reply(reply.ok.payload.to_bytes(), max_bytes=PROBE_LIMIT)
+            except WireError as exc:
+                self.last_probe_error = f"malformed probe reply from {cloud}: {exc}"
+                return
+            answered[i] = ProbeEcho(reply_s, received_ns / 1e9)
 
         def on_end() -> None:
             with lock:
@@ -424,13 +443,15 @@ class CloudEndpoint:
         self._on_query(IncomingQuery(payload, key.rsplit("/", 1)[-1], time.time_ns(), respond))
 
     def _handle_probe(self, query: zenoh.Query) -> None:
-        """Echo a reply of the size asked for (``?size=N``), so the monitor can time both directions."""
+        """Answer with a probe reply of the size asked for (``?size=N``), so the monitor can time
+        both directions, stamped with when the probe arrived (a train's spacing, read here)."""
+        received_ns = time.monotonic_ns()
         with query:
             try:
                 size = min(int(query.parameters.get("size") or 0), 1 << 20)
             except ValueError:
                 size = 0
-            query.reply(str(query.key_expr), bytes(size))
+            query.reply(str(query.key_expr), encode_probe_reply(received_ns, size))
 
     def publish_load(self, load: dict) -> None:
         self._load_pub.put(json.dumps(load))

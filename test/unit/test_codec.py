@@ -278,6 +278,27 @@ def test_reply_rejections():
     rejects(ErrorCode.OVERSIZE, decode_reply, request(dtype=Dtype.F32))
 
 
+def test_probe_reply_round_trip_at_the_size_asked_for():
+    for size in (0, 16, codec.PROBE_REPLY_MIN_BYTES, 16_384):
+        frame = codec.encode_probe_reply(123_456_789_012, size)
+        assert len(frame) == max(size, codec.PROBE_REPLY_MIN_BYTES)
+        assert codec.decode_probe_reply(frame, max_bytes=1 << 20) == 123_456_789_012
+
+
+def test_probe_reply_rejections():
+    good = codec.encode_probe_reply(7, 256)
+    rejects(ErrorCode.BAD_MAGIC, codec.decode_probe_reply, bytes(256), max_bytes=1024)       # an old cloud's zeros
+    rejects(ErrorCode.WRONG_KIND, codec.decode_probe_reply, encode_reply(REPLY), max_bytes=1024)
+    rejects(ErrorCode.WRONG_KIND, decode_reply, good)                                           # not a tail's answer
+    rejects(ErrorCode.OVERSIZE, codec.decode_probe_reply, good, max_bytes=100)
+    rejects(ErrorCode.TRUNCATED, codec.decode_probe_reply, good[:-1], max_bytes=1024)
+    padded = bytearray(good[:-4])
+    padded[40] = 1                                                                              # padding must be zeros
+    rejects(ErrorCode.BAD_FIELD, codec.decode_probe_reply, codec._seal(bytes(padded[:28]), bytes(padded[28:])),
+            max_bytes=1024)
+    rejects(ErrorCode.BAD_FIELD, codec.encode_probe_reply, -1, 64)                              # no negative clock
+
+
 def test_encode_rejects_bad_arguments():
     rejects(ErrorCode.BAD_FIELD, request, model_id="x" * 33)
     rejects(ErrorCode.BAD_FIELD, request, model_id="")

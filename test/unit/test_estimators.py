@@ -13,6 +13,7 @@ from spinn_ros.core.estimators import (
     ChangeDetector,
     LinkEstimator,
     LossEstimator,
+    OffloadRate,
     RttEstimator,
     Trigger,
     transfer_ms,
@@ -104,7 +105,37 @@ def test_link_estimator_reads_drone_results_and_builds_conditions():
     link.on_probe(None)
     assert link.loss.value == pytest.approx(2 / 16)
     link.on_probe_train(10_000, [28.0, None, 44.0, 52.0, 60.0])     # a train with a loss: no reading, no loss
-    assert link.loss.value == pytest.approx(2 / 16) and link.bandwidth.samples == 10
+    assert link.loss.value == pytest.approx(2 / 16)
+    assert link.bandwidth.samples == 1          # the train: offloads flowing for under warm_s are no evidence
+
+
+def test_offload_rate_counts_the_answered_bytes_of_the_last_window():
+    rate = OffloadRate(window_s=1.0)
+    assert rate.mbps(0.0) == 0.0
+    for i in range(10):
+        rate.add(i * 0.1, 12_500)                       # 125 kB over the last second: 1 Mbit/s
+    assert rate.mbps(0.95) == pytest.approx(1.0)
+    assert rate.mbps(1.55) == pytest.approx(0.4)        # the first six have left the window
+    assert rate.mbps(10.0) == 0.0
+    with pytest.raises(ValueError):
+        OffloadRate(window_s=0)
+
+
+def test_a_train_beside_the_drones_offloads_reads_the_link_with_them_added_back():
+    """A train gets what the drone's offloads leave it (measured: trains read 14 Mbit/s on a 25
+    Mbit/s link carrying 13 Mbit/s of offloads); the link's rate is the two together."""
+    now = [100.0]
+    link = LinkEstimator(clock=lambda: now[0])
+    link.on_probe(10.0)
+    for i in range(20):                               # 20 answered 25 kB offloads in the last second: 4 Mbit/s
+        now[0] = 100.0 + i * 0.05
+        link.on_result(SimpleNamespace(provisional=False, offload_bytes=25_000, network_ms=10.0 + 5.0,
+                                       source=SOURCE_CLOUD, cloud_compute_ms=3.0, cloud_queue_ms=0.0))
+    link.on_probe_train(10_000, [28.0, 36.0, 44.0, 52.0, 60.0])     # the train alone: 10 Mbit/s
+    assert link.bandwidth.value == pytest.approx(14.0)
+    now[0] += 5.0                                                     # the drone stopped offloading
+    link.on_probe_train(10_000, [28.0, 36.0, 44.0, 52.0, 60.0])
+    assert link.bandwidth.value == pytest.approx(2 / (1 / 14 + 1 / 10))     # mean time per bit of the two
 
 
 def test_cloud_answers_measure_the_clouds_speed_against_its_profile():
@@ -261,14 +292,16 @@ def test_a_collapsing_link_is_followed_and_detected_within_a_second():
     """100 -> 2 Mbit/s through the estimators, a train per 0.5 s and one offload per 0.1 s: the
     slow offloads restart the bandwidth window and the fast tier fires well within 1 s."""
     rng = np.random.default_rng(7)
-    link, det = LinkEstimator(), ChangeDetector()
+    now = [0.0]
+    link, det = LinkEstimator(clock=lambda: now[0]), ChangeDetector()
     link.cloud_alive = True
     fired = []
     for i in range(300):
+        now[0] = i * DT
         mbps = 2.0 if i >= 200 else 100.0
         link.on_probe(float(noisy(rng, 10.0, 1, sigma=0.05)[0]))
-        if i % 5 == 0:
-            link.on_probe_train(32_768, train(rng, mbps, 32_768, rtt=10.0, sigma=0.1))
+        if i % 5 == 0:         # a train gets what the offloads (10 kB per 0.1 s: 0.8 Mbit/s) leave it
+            link.on_probe_train(32_768, train(rng, mbps - 0.8, 32_768, rtt=10.0, sigma=0.1))
         link.on_offload(10_000, 10.0 + 10_000 * 8 / (mbps * 1e3) * np.exp(rng.normal(0, 0.1)))
         if i >= 50 and det.update(i * DT, link.change_values()):
             fired.append(i)

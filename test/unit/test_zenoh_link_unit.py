@@ -327,13 +327,17 @@ def test_the_monitor_probes_the_cloud_and_reads_its_load(link):
         wait_until(lambda: monitor.clouds.alive == {"c_1"}, WAIT_S, "the monitor to see the cloud")
         monitor.probe("c/1", up_bytes=1000, down_bytes=50_000, timeout_s=1.0, done=lambda s: probes(s, None))
         assert probes.event.wait(2.0)
-        ([rtt], _), = probes.got
-        assert rtt is not None and 0 < rtt < 1.0
-        train = Outcomes()       # a bandwidth train: three payloads back to back, a reply time for each
+        ([echo], _), = probes.got
+        assert echo is not None and 0 < echo.reply_s < 1.0
+        train = Outcomes()       # a bandwidth train: three payloads back to back, times for each
         monitor.probe("c/1", up_bytes=20_000, down_bytes=16, timeout_s=1.0, done=lambda s: train(s, None), count=3)
         assert train.event.wait(2.0)
-        (replies, _), = train.got
-        assert len(replies) == 3 and all(t is not None and 0 < t < 1.0 for t in replies)
+        (echoes, _), = train.got
+        assert len(echoes) == 3 and all(e is not None and 0 < e.reply_s < 1.0 for e in echoes)
+        # the cloud's arrival stamps: on its own clock, spread over no more than the replies took
+        arrived = [e.received_s for e in echoes]
+        assert max(arrived) - min(arrived) <= max(e.reply_s for e in echoes)
+        assert monitor.last_probe_error is None
         link.cloud.session.put(load_key("spinn", "c/1"), b"{not json")     # not a measurement: ignored
         link.cloud.session.put(load_key("spinn", "c/1"), b"[1, 2]")        # not a report either
         link.cloud.publish_load({"queue_depth": 3})
@@ -353,6 +357,24 @@ def test_a_probe_of_a_cloud_that_is_not_there_reports_none(link):
         assert probes.event.wait(2.0) and probes.got == [([None], None)]
     finally:
         monitor.close()
+
+
+def test_a_malformed_probe_reply_counts_as_lost_and_says_why(link):
+    """Something answering on a probe key without the probe-reply frame (an older cloud that
+    echoed zeros): no reading is made of it, and the monitor can say what was wrong."""
+    rogue = link.cloud.session.declare_queryable(probe_key("spinn", "old"),
+                                                 lambda q: q.reply(str(q.key_expr), bytes(64)))
+    probes = Outcomes()
+    monitor = MonitorLink(ZenohSettings(connect=(link.endpoint,)), lambda name, load: None)
+    try:
+        wait_until(lambda: monitor.clouds.alive == {"c_1"}, WAIT_S, "the monitor to see the cloud")
+        monitor.probe("old", up_bytes=10, down_bytes=64, timeout_s=1.0, done=lambda s: probes(s, None))
+        assert probes.event.wait(2.0) and probes.got == [([None], None)]
+        assert "malformed probe reply from old" in monitor.last_probe_error
+        assert "bad_magic" in monitor.last_probe_error
+    finally:
+        monitor.close()
+        rogue.undeclare()
 
 
 def test_the_drone_sees_the_cloud_go_and_then_gets_no_reply_at_once(link):
