@@ -77,24 +77,31 @@ class BandwidthEstimator:
     A single payload's round trip (an offload, an expired offload) is no such sample: on a
     shaped link a payload that fits the burst allowance reads several-fold fast, and one
     queued behind others reads slow. It counts only as evidence that the link collapsed (a
-    fade, a handover): when the last ``jump_window`` payloads all took ``jump_factor`` times
-    their transfer time at the estimate *plus* ``collapse_margin_ms`` (or two round trips, if
-    longer), the window restarts from them without waiting for a train, and the next train's
-    reading replaces them. The margin keeps what is not the link out: on the busy 2-core test
-    machine the drone's 32 kB frames took 3-13 ms beyond the round trip on a 100 Mbit/s link
-    (2.6 ms of transfer), and a 2x test alone restarted the estimate every 1-2 s."""
+    fade, a handover): when payloads in a row, at least ``jump_window`` of them and for at least
+    ``collapse_s``, all took ``jump_factor`` times their transfer time at the estimate *plus*
+    ``collapse_margin_ms``, the window restarts from them without waiting for a train, and the
+    next train's reading replaces them. The margin keeps what is not the link out: on the busy
+    2-core test machine the drone's 32 kB frames took 3-13 ms beyond the round trip on a
+    100 Mbit/s link (2.6 ms of transfer), and a 2x test alone restarted the estimate every 1-2 s;
+    it must stay under what a collapse costs a small payload (6 kB on a 1 Mbit/s link with a 3 kB
+    burst: 25 ms). The duration keeps out a stall: offloads queued behind a probe train (65 ms of
+    a 25 Mbit/s link carrying 17 Mbit/s of offloads) or a TCP retransmission timeout (200 ms and
+    more) are slow three in a row, and each restarted the estimate at 0.2-4 Mbit/s."""
 
     def __init__(self, window: int = 40, trim: float = 0.2, min_transfer_ms: float = 0.2,
-                 jump_window: int = 3, jump_factor: float = 2.0, collapse_margin_ms: float = 20.0):
+                 jump_window: int = 3, jump_factor: float = 2.0, collapse_margin_ms: float = 10.0,
+                 collapse_s: float = 0.3):
         if (window < 1 or not 0 <= trim < 0.5 or min_transfer_ms <= 0 or jump_window < 1 or jump_factor <= 1
-                or collapse_margin_ms < 0):
+                or collapse_margin_ms < 0 or collapse_s < 0):
             raise ValueError("window, jump_window >= 1, trim in [0, 0.5), min_transfer_ms > 0, jump_factor > 1, "
-                             "collapse_margin_ms >= 0")
+                             "collapse_margin_ms >= 0, collapse_s >= 0")
         self.trim, self.min_transfer_ms, self.jump_factor = trim, min_transfer_ms, jump_factor
-        self.collapse_margin_ms = collapse_margin_ms
+        self.collapse_margin_ms, self.collapse_s = collapse_margin_ms, collapse_s
+        self._slow_since = math.inf         # when the payloads in a row began to be slow
         self._us_per_bit: deque[float] = deque(maxlen=window)
         self._recent_trains: deque[float] = deque(maxlen=jump_window)
-        self._recent_payloads: deque[float] = deque(maxlen=jump_window)
+        self._recent_payloads: deque[float] = deque(maxlen=64)     # slow ones in a row (the last 64)
+        self.jump_window = jump_window
         self._from_payloads = False        # the window holds payloads' stopgap, not trains
         self.samples = 0
         self.jumps = 0
@@ -112,18 +119,21 @@ class BandwidthEstimator:
                 self._restart(self._recent_trains)
         return self.value
 
-    def add_payload(self, nbytes: int, network_ms: float, rtt_ms: float) -> float:
-        """A single payload of ``nbytes`` that took ``network_ms`` on a link of round trip ``rtt_ms``."""
+    def add_payload(self, nbytes: int, network_ms: float, rtt_ms: float, now_s: float) -> float:
+        """A single payload of ``nbytes`` that took ``network_ms`` on a link of round trip ``rtt_ms``,
+        answered (or given up) at ``now_s`` (seconds, monotonic)."""
         if nbytes > 0 and _finite(network_ms) and _finite(rtt_ms):
             transfer_ms = max(network_ms - rtt_ms, self.min_transfer_ms)
             self.samples += 1
             expected_ms = nbytes * 8 / (self.value * 1e3)
-            if not transfer_ms > self.jump_factor * expected_ms + max(self.collapse_margin_ms, 2 * rtt_ms):
+            if not transfer_ms > self.jump_factor * expected_ms + self.collapse_margin_ms:
                 self._recent_payloads.clear()          # in a row, or it is a hiccup
                 return self.value
+            if not self._recent_payloads:
+                self._slow_since = now_s
             self._recent_payloads.append(transfer_ms * 1e3 / (nbytes * 8))
-            if len(self._recent_payloads) == self._recent_payloads.maxlen:
-                self._restart(self._recent_payloads)
+            if len(self._recent_payloads) >= self.jump_window and now_s - self._slow_since >= self.collapse_s:
+                self._restart(deque(list(self._recent_payloads)[-self.jump_window:]))
                 self._from_payloads = True
         return self.value
 
@@ -231,10 +241,12 @@ class LinkEstimator:
     trains: ProbeTrains = field(default_factory=ProbeTrains)     # bandwidth probes: their size and pace
     offloads: OffloadRate = field(default_factory=OffloadRate)   # the drone's own traffic beside the trains
     clock: Callable[[], float] = time.monotonic
-    #: offloads are evidence of a collapse only once they have flowed this long: the first ones after
-    #: an idle spell ride a cold connection (TCP's slow start, BBR's startup), measured at 100 Mbit/s and
-    #: 50 ms as 0.1-0.5 s beyond the round trip for 32 kB, which read as a 0.5 Mbit/s link
+    #: offloads are evidence of a collapse only once they have flowed this long, and as long after a
+    #: new plan: the first ones after an idle spell, or after a plan that sends more, ride a connection
+    #: paced for less (TCP's slow start, BBR's startup); measured at 100 Mbit/s and 50 ms, 32 kB frames
+    #: then took 0.1-0.5 s beyond the round trip, which read as a 0.5-2 Mbit/s link
     warm_s: float = 1.0
+    _plan_since: float = field(default=-math.inf, init=False, repr=False)     # when the plan in force began
 
     # -- inputs -----------------------------------------------------------------------------
     def reset_link(self) -> None:
@@ -289,10 +301,18 @@ class LinkEstimator:
                 # not only when an offload finally succeeds
                 self._collapse_evidence(r.offload_bytes, r.network_ms)
 
+    def on_new_plan(self) -> None:
+        """A new plan is in force: what its offloads meet at first is the connection's state."""
+        self._plan_since = self.clock()
+
     def _collapse_evidence(self, nbytes: int, network_ms: float) -> None:
         """A payload's round trip, for BandwidthEstimator.add_payload once the offloads are warm."""
-        if self.offloads.flowing_s(self.clock()) >= self.warm_s:
-            self.bandwidth.add_payload(nbytes, network_ms, self.rtt.value)
+        now = self.clock()
+        if self.offloads.flowing_s(now) >= self.warm_s and now - self._plan_since >= self.warm_s:
+            before, jumps = self.bandwidth.value, self.bandwidth.jumps
+            self.bandwidth.add_payload(nbytes, network_ms, self.rtt.value, now)
+            if self.bandwidth.jumps != jumps:
+                self.trains.confirm(before, self.bandwidth.value)    # a train at once: a stall, or a collapse?
 
     def _measure_cloud_speed(self, r) -> None:
         if self.expected_cloud_ms is None or not r.cloud_compute_ms > 0:

@@ -48,6 +48,9 @@ FIRST_GAP_SHARE = 0.75
 GROW_AFTER = 3
 #: payload sizes vary at random by up to this share from train to train (see above)
 SIZE_SPREAD = 0.5
+#: a train confirming a collapse takes at most this long at the collapsed rate, so that it ends
+#: within a probe timeout (1 s by default) when the collapse is real
+CONFIRM_S = 0.5
 NAN = float("nan")
 
 
@@ -87,6 +90,7 @@ class ProbeTrains:
         self.floor = floor_bytes
         self._too_small = 0                 # trains in a row whose payloads were too small
         self._next_s = -math.inf
+        self._confirm_bytes: int | None = None    # a train to confirm a collapse, of payloads this big
         self._rng = random.Random(seed)
 
     def reset(self) -> None:
@@ -101,13 +105,26 @@ class ProbeTrains:
         share = self.max_share * mbps * 1e6 / 8 * self.period_s / TRAIN_LENGTH
         return int(min(self.max_bytes, max(self.floor, share)))
 
+    def confirm(self, before_mbps: float, now_mbps: float) -> None:
+        """The drone's payloads say the link collapsed from ``before_mbps`` to ``now_mbps``: the next
+        train goes at once, as big as trains were before, within ``CONFIRM_S`` at the new rate. One
+        sized for the payloads' reading alone would fit the burst of the link it may still be (a
+        stall, not a collapse: live, a link's reconfiguration), be dropped as too small three times
+        over before growing, and keep a wrong plan for 4-5 s; one sized for the old rate alone
+        would outlast the probe timeout on a link that did collapse, and read nothing."""
+        cap = now_mbps * 1e6 / 8 * CONFIRM_S / TRAIN_LENGTH if math.isfinite(now_mbps) else math.inf
+        self._next_s = -math.inf
+        self._confirm_bytes = int(max(self.floor, min(self.payload_bytes(before_mbps), cap)))
+
     def due(self, now_s: float, mbps: float, offloading: bool = True) -> int | None:
         """The payload size of a train to send now (and books it), or None: not yet."""
         if now_s < self._next_s:
             return None
-        nbytes = min(self.max_bytes, int(self.payload_bytes(mbps) * (1 + self._rng.uniform(0, SIZE_SPREAD))))
+        confirming, self._confirm_bytes = self._confirm_bytes, None
+        base = confirming or self.payload_bytes(mbps)
+        nbytes = min(self.max_bytes, int(base * (1 + self._rng.uniform(0, SIZE_SPREAD))))
         gap_s = self.period_s
-        if offloading and math.isfinite(mbps) and mbps > 0:
+        if offloading and math.isfinite(mbps) and mbps > 0 and not confirming:   # paced for the rate it found
             gap_s = max(gap_s, TRAIN_LENGTH * nbytes * 8 / (self.max_share * mbps * 1e6))
         self._next_s = now_s + gap_s
         return nbytes

@@ -108,6 +108,9 @@ class Replanner:
             return None
         self.plan_id += 1
         self.plan_changes += self.plan is not None and not same
+        if not same:
+            with self._lock:
+                self.estimator.on_new_plan()
         self.plan = decision
         return decision, why, conditions
 

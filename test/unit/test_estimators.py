@@ -63,12 +63,31 @@ def test_single_payloads_never_seed_nor_raise_the_estimate():
     """A lone payload reads fast when it fits the shaper's burst: it only ever says the link slowed."""
     est = BandwidthEstimator()
     for _ in range(10):
-        est.add_payload(10_000, 30.5, 30.0)              # 160 Mbit/s, if it were believed
+        est.add_payload(10_000, 30.5, 30.0, 0.0)            # 160 Mbit/s, if it were believed
     assert math.isnan(est.value) and est.samples == 10
     est.add_train(0.1)                                    # 0.1 us per bit: 10 Mbit/s
     for _ in range(10):
-        est.add_payload(10_000, 31.0, 30.0)
+        est.add_payload(10_000, 31.0, 30.0, 0.0)
     assert est.value == pytest.approx(10.0) and est.jumps == 0
+
+
+def test_payloads_restart_the_estimate_on_a_collapse_not_on_a_stall():
+    """Slow beyond twice their transfer time plus the margin, in a row: for under ``collapse_s`` it is
+    a stall (offloads queued behind a probe train, a retransmission timeout), for longer a collapse."""
+    est = BandwidthEstimator()
+    est.add_train(0.01)                                     # 100 Mbit/s: 10 kB in 0.8 ms
+    for i in range(5):                                      # 5 ms beyond the round trip: under the 20 ms margin
+        est.add_payload(10_000, 15.0, 10.0, i * 0.05)
+    assert est.jumps == 0
+    for i in range(5):                                      # 200 ms late, five in a row, over 0.2 s: a stall
+        est.add_payload(10_000, 210.0, 10.0, 1.0 + i * 0.05)
+    est.add_payload(10_000, 11.0, 10.0, 1.3)                # and it is over
+    assert est.jumps == 0 and est.value == pytest.approx(100.0)
+    for i in range(8):                                      # 80 ms per 10 kB (1 Mbit/s) for 0.35 s: a collapse
+        est.add_payload(10_000, 90.0, 10.0, 2.0 + i * 0.05)
+    assert est.jumps == 1 and est.value == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="collapse_s >= 0"):
+        BandwidthEstimator(collapse_s=-1)
 
 
 def test_loss_is_a_windowed_failure_share():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from spinn_ros.core.estimators import LinkEstimator
-from spinn_ros.core.probe_train import GROW_AFTER, TRAIN_LENGTH, ProbeTrains, read_train
+from spinn_ros.core.probe_train import CONFIRM_S, GROW_AFTER, SIZE_SPREAD, TRAIN_LENGTH, ProbeTrains, read_train
 from spinn_ros.testing.shaped_link import TokenBucketLink, tbf_burst_bytes
 
 RTT_MS = 10.0
@@ -56,6 +56,21 @@ def test_payload_size_and_pace_keep_the_share():
     t += 0.5
     assert trains.due(t, 100.0) == 8192                        # the largest, unspread
     assert trains.due(t + 0.49, 100.0) is None and trains.due(t + 0.5, 100.0) == 8192      # the period, at most
+
+
+def test_a_collapse_is_confirmed_by_a_train_at_once_as_big_as_before_within_its_time():
+    trains = ProbeTrains(max_bytes=16384, max_share=0.05, period_s=0.5, floor_bytes=2048, seed=1)
+    assert trains.due(0.0, 100.0) is not None and trains.due(0.1, 100.0) is None
+    trains.confirm(100.0, 50.0)             # a stall? (a rate trains of 2 kB could not read through a burst)
+    nbytes = trains.due(0.1, 50.0)
+    assert nbytes == 16384                  # as big as before (the largest is never spread past itself)
+    assert trains.due(0.59, 50.0) is None and trains.due(0.6, 50.0) is not None       # then the period again
+    trains.confirm(100.0, 0.5)              # a collapse to 0.5 Mbit/s: within CONFIRM_S there
+    nbytes = trains.due(0.7, 0.5)
+    cap = 0.5e6 / 8 * CONFIRM_S / TRAIN_LENGTH
+    assert cap <= nbytes <= cap * (1 + SIZE_SPREAD)
+    trains.confirm(100.0, 0.01)             # never under the floor
+    assert trains.due(0.8, 0.01) >= 2048
 
 
 def test_payloads_too_small_three_trains_in_a_row_raise_the_floor_to_twice_their_size():
@@ -134,8 +149,8 @@ def test_offloads_that_fit_the_burst_do_not_read_as_a_faster_link():
 
 
 def test_offloads_slower_than_the_estimate_restart_it_at_once():
-    """A link that falls from 100 to 2 Mbit/s: three slow offloads restart the estimate before any
-    train, until the next train."""
+    """A link that falls from 100 to 2 Mbit/s: slow offloads for 0.3 s restart the estimate before
+    any train, until the next train."""
     rng = np.random.default_rng(3)
     estimator = LinkEstimator()
     estimator.on_probe(RTT_MS)
@@ -143,10 +158,15 @@ def test_offloads_slower_than_the_estimate_restart_it_at_once():
     assert estimator.bandwidth.value == pytest.approx(100.0, rel=0.1)
     slow = TokenBucketLink(2.0, tbf_burst_bytes(2.0), RTT_MS)
     jumps = estimator.bandwidth.jumps
-    for k in range(3):
+    end_s = estimator.clock()
+    for k in range(4):                  # slow for 0.3 s: a collapse, not a stall
+        estimator.clock = lambda k=k: end_s + k * 0.1
         estimator.on_offload(20_000, slow.send(k * 100.0, 20_000) - k * 100.0)
     assert estimator.bandwidth.jumps == jumps + 1
     assert estimator.bandwidth.value == pytest.approx(2.0, rel=0.3)
+    # a train confirms it at once, within CONFIRM_S at the rate the payloads read
+    nbytes = estimator.trains.due(end_s + 0.31, estimator.bandwidth.value)
+    assert nbytes is not None and nbytes * TRAIN_LENGTH * 8 / (estimator.bandwidth.value * 1e6) <= CONFIRM_S * 1.5
     # a stopgap: the next train's reading replaces it (the drone offloads nothing by then)
     estimator.clock = lambda: 1e3
     estimator.on_probe_train(4096, slow.train(1000.0, 4096, TRAIN_LENGTH))
