@@ -82,7 +82,7 @@ class ProbeTrains:
     ``max_bytes`` a reading is taken as it is (the best there is)."""
 
     def __init__(self, max_bytes: int = 16384, max_share: float = 0.05, period_s: float = 0.5,
-                 floor_bytes: int = 2048, min_gap_ms: float = 1.0, seed: int | None = None):
+                 floor_bytes: int = 4096, min_gap_ms: float = 1.0, seed: int | None = None):
         if not 0 < floor_bytes <= max_bytes or not 0 < max_share <= 1 or period_s <= 0 or min_gap_ms <= 0:
             raise ValueError("0 < floor_bytes <= max_bytes, max_share in (0, 1], period_s > 0, min_gap_ms > 0")
         self.max_bytes, self.max_share, self.period_s = max_bytes, max_share, period_s

@@ -3,7 +3,9 @@
 :class:`Replanner` holds the link estimates and the change detector (core/estimators.py)
 and the plan in force. Each control period ``step(now_s, **settings)`` re-plans for a
 forced reason (the first plan, the cloud appearing or vanishing), a bandwidth step the
-estimator already debounced, or a lasting change the detector reports; and it hands back
+estimator already debounced, a lasting change the detector reports, or ``refresh_s`` without
+any of these (a change the detector is deaf to, such as a loss that ebbed by less than its
+threshold after one that rose past it, must not keep a plan forever); and it hands back
 the new decision only when it differs from the plan in force, or when the drone it was made
 for changed (the same plan again, with the new drone's predictions). The caller passes the time
 (tests use a fake clock); measurements arrive on ROS and Zenoh threads, so every input is
@@ -22,9 +24,14 @@ from .scheduler import Decision, Scheduler
 class Replanner:
     """``step(now_s, **settings)`` -> (decision, why, conditions) to publish, or None: keep the plan."""
 
-    def __init__(self, scheduler: Scheduler, min_samples: int = 3, trains: ProbeTrains | None = None):
+    def __init__(self, scheduler: Scheduler, min_samples: int = 3, trains: ProbeTrains | None = None,
+                 refresh_s: float = 5.0):
+        if refresh_s < 0:
+            raise ValueError(f"refresh_s must be >= 0 (0: re-plan only on a change), got {refresh_s}")
         self.scheduler = scheduler
         self.min_samples = min_samples            # link samples before the first link-based decision
+        self.refresh_s = refresh_s
+        self._decided_s = float("-inf")           # when the plan was last decided (kept or changed)
         self.estimator = LinkEstimator(trains=trains or ProbeTrains())
         if scheduler.model.cloud is not None:
             self.estimator.expected_cloud_ms = scheduler.model.cloud_ms_per_request
@@ -125,8 +132,12 @@ class Replanner:
             changed = self.detector.update(now_s, values)
             if changed and not why:
                 why = "changed: " + ", ".join(changed)
-            elif why:
+            elif not why and self.refresh_s and now_s - self._decided_s >= self.refresh_s:
+                why = f"refresh ({self.refresh_s:g} s without a change)"
+            if why and not changed:
                 self.detector.rebase(values)
+        if why:
+            self._decided_s = now_s
         return why
 
     def _bandwidth_step(self, values: dict) -> str | None:

@@ -85,6 +85,9 @@ PARAMS = [
     Param("probe.timeout_s", 1.0, "a probe unanswered this long counts as lost", in_range(0.01, 60.0),
           read_only=True),
     Param("min_samples", 3, "link samples needed before the first link-based decision", in_range(0, 1000)),
+    Param("refresh_s", 5.0, "re-plan at least this often, even with no change in the estimates (the plan in "
+          "force stays unless another is better by more than the SLA's tolerances); 0: only on a change",
+          in_range(0.0, 3600.0), read_only=True),
     Param("diagnostics_period_s", 1.0, "period of /diagnostics messages, seconds", in_range(0.05, 60.0),
           read_only=True),
     *zenoh_params(connect="tls/127.0.0.1:7447"),
@@ -100,7 +103,7 @@ class MonitorNode(Node):
         # (a bandwidth period of 0 sends no trains: the pace is then never read, any positive one will do)
         self.replanner = Replanner(self.scheduler, p["min_samples"], ProbeTrains(
             max_bytes=p["probe.bandwidth_bytes"], max_share=p["probe.max_share"],
-            period_s=max(p["probe.bandwidth_period_s"], 1e-3)))
+            period_s=max(p["probe.bandwidth_period_s"], 1e-3)), p["refresh_s"])
         self.add_on_set_parameters_callback(on_change(PARAMS, self._apply_params))
         # the drone's settings, from the drone itself (its defaults until it answers)
         self.drone = dict(DRONE_DEFAULTS)

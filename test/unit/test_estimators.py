@@ -157,6 +157,18 @@ def test_a_train_beside_the_drones_offloads_reads_the_link_with_them_added_back(
     assert link.bandwidth.value == pytest.approx(2 / (1 / 14 + 1 / 10))     # mean time per bit of the two
 
 
+def test_offloads_failing_while_a_new_plan_warms_up_are_not_the_links_loss():
+    now = [0.0]
+    link = LinkEstimator(clock=lambda: now[0])
+    link.on_new_plan()
+    now[0] = 0.5                                   # half a second into the plan: the connection warming up
+    link.on_offload_failed()
+    assert link.loss.samples == 0
+    now[0] = 1.0                                   # warm_s on: a failure is the link's
+    link.on_offload_failed()
+    assert link.loss.samples == 1 and link.loss.value == 1.0
+
+
 def test_cloud_answers_measure_the_clouds_speed_against_its_profile():
     """Each cloud answer's compute against what the cloud profile says for its tail (split -> the
     exit that answered, its share of the batch the cloud reports): the planner's cloud slowdown."""

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from spinn_ros.core.estimators import DEFAULT_TRIGGERS, transfer_ms
+from spinn_ros.core.estimators import DEFAULT_TRIGGERS, LossEstimator, transfer_ms
 from spinn_ros.core.probe_train import TRAIN_LENGTH
 from spinn_ros.core.replan import Replanner
 
@@ -25,8 +25,8 @@ class Loop:
     """A replanner driven as the monitor node drives it, on a fake clock: each control period the
     probes answered meanwhile, then one step."""
 
-    def __init__(self, planner, min_samples: int = 3):
-        self.replanner = Replanner(planner, min_samples)
+    def __init__(self, planner, min_samples: int = 3, refresh_s: float = 5.0):
+        self.replanner = Replanner(planner, min_samples, refresh_s=refresh_s)
         self.settings = dict(SETTINGS)                          # the drone's, as the monitor's parameters say
         self.ticks = 0
         self.plans: list[tuple[float, str, object]] = []      # (time, why, decision) of each plan put in force
@@ -53,9 +53,9 @@ class Loop:
         return self.plans[start:]
 
 
-def flying(planner, rtt_ms: float = 10.0, mbps: float = 100.0, min_samples: int = 3) -> Loop:
+def flying(planner, rtt_ms: float = 10.0, mbps: float = 100.0, min_samples: int = 3, refresh_s: float = 5.0) -> Loop:
     """Started, then the cloud up and the link measured for 2 s."""
-    loop = Loop(planner, min_samples)
+    loop = Loop(planner, min_samples, refresh_s)
     loop.run(PERIOD_S)
     loop.replanner.on_clouds({"cloud"})
     loop.run(2.0, rtt_ms, mbps)
@@ -166,3 +166,30 @@ def test_a_plan_made_for_another_drone_is_published_again_with_the_new_drones_pr
     assert decision.prediction.latency_ms > before.prediction.latency_ms, "predicted for the slower drone"
     assert (loop.replanner.plan_id, loop.replanner.plan_changes) == (plan_id + 1, changes)
     assert loop.run(1.0, 10.0, 100.0) == [], "once"
+
+
+@pytest.mark.parametrize("refresh_s", [0.0, 5.0])
+def test_a_change_the_detector_misses_is_planned_for_at_the_next_refresh(planner, refresh_s):
+    """The detector is deaf to some changes (a loss that ebbs by less than its threshold after one that
+    rose past it; the cloud's measured speed): a re-plan every ``refresh_s`` still finds them, and only
+    a plan clearly better than the one in force replaces it (a steady link re-plans to the same plan,
+    which is not published)."""
+    loop = flying(planner, refresh_s=refresh_s)
+    assert loop.run(6.0, 10.0, 100.0) == []                      # refreshed, the same plan: not published
+    r = loop.replanner
+    r.estimator.loss = LossEstimator()
+    for i in range(50):                                        # 40 % of offloads lost, unseen by the detector
+        r.estimator.loss.update(i % 5 >= 2)
+    r.detector.rebase(r.estimator.change_values())
+    plans = loop.run(6.0)                                      # no probes: the estimates stay as they are
+    if not refresh_s:
+        assert plans == []
+    else:
+        (t, why, decision), = plans
+        assert why == "refresh (5 s without a change)" and where(decision) != (2, True)
+        assert t - 8.1 <= 5.0 + 1e-9                             # within refresh_s of the last decision
+
+
+def test_refresh_must_not_be_negative(planner):
+    with pytest.raises(ValueError, match="refresh_s must be >= 0"):
+        Replanner(planner, refresh_s=-1.0)
