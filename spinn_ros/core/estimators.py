@@ -100,8 +100,7 @@ class BandwidthEstimator:
         self._slow_since = math.inf         # when the payloads in a row began to be slow
         self._us_per_bit: deque[float] = deque(maxlen=window)
         self._recent_trains: deque[float] = deque(maxlen=jump_window)
-        self._recent_payloads: deque[float] = deque(maxlen=64)     # slow ones in a row (the last 64)
-        self.jump_window = jump_window
+        self._recent_payloads: deque[float] = deque(maxlen=jump_window)     # the last slow ones in a row
         self._from_payloads = False        # the window holds payloads' stopgap, not trains
         self.samples = 0
         self.jumps = 0
@@ -132,8 +131,9 @@ class BandwidthEstimator:
             if not self._recent_payloads:
                 self._slow_since = now_s
             self._recent_payloads.append(transfer_ms * 1e3 / (nbytes * 8))
-            if len(self._recent_payloads) >= self.jump_window and now_s - self._slow_since >= self.collapse_s:
-                self._restart(deque(list(self._recent_payloads)[-self.jump_window:]))
+            full = len(self._recent_payloads) == self._recent_payloads.maxlen
+            if full and now_s - self._slow_since >= self.collapse_s:
+                self._restart(self._recent_payloads)
                 self._from_payloads = True
         return self.value
 

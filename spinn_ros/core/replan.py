@@ -132,10 +132,11 @@ class Replanner:
             changed = self.detector.update(now_s, values)
             if changed and not why:
                 why = "changed: " + ", ".join(changed)
-            elif not why and self.refresh_s and now_s - self._decided_s >= self.refresh_s:
-                why = f"refresh ({self.refresh_s:g} s without a change)"
-            if why and not changed:
-                self.detector.rebase(values)
+            else:
+                if not why and self.refresh_s and now_s - self._decided_s >= self.refresh_s:
+                    why = f"refresh ({self.refresh_s:g} s without a change)"
+                if why:
+                    self.detector.rebase(values)
         if why:
             self._decided_s = now_s
         return why
