@@ -271,7 +271,10 @@ class LinkEstimator:
             us_per_bit = self.trains.read(nbytes, arrival_ms)
             if _finite(us_per_bit) and us_per_bit > 0:
                 us_per_bit = 1.0 / (1.0 / us_per_bit + self.offloads.mbps(self.clock()))
+            jumps = self.bandwidth.jumps
             self.bandwidth.add_train(us_per_bit)
+            if self.bandwidth.jumps != jumps:
+                self.trains.reset()         # a link several-fold from the last: the burst it knew is not this one's
 
     def on_offload(self, wire_bytes: int, network_ms: float, cloud_compute_ms: float = NAN,
                    cloud_queue_ms: float = NAN) -> None:
@@ -316,6 +319,7 @@ class LinkEstimator:
             before, jumps = self.bandwidth.value, self.bandwidth.jumps
             self.bandwidth.add_payload(nbytes, network_ms, self.rtt.value, now)
             if self.bandwidth.jumps != jumps:
+                self.trains.reset()
                 self.trains.confirm(before, self.bandwidth.value)    # a train at once: a stall, or a collapse?
 
     def _measure_cloud_speed(self, r) -> None:

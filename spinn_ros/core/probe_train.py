@@ -48,9 +48,13 @@ FIRST_GAP_SHARE = 0.75
 GROW_AFTER = 3
 #: payload sizes vary at random by up to this share from train to train (see above)
 SIZE_SPREAD = 0.5
-#: a train confirming a collapse takes at most this long at the collapsed rate, so that it ends
-#: within a probe timeout (1 s by default) when the collapse is real
-CONFIRM_S = 0.5
+#: a train takes at most this long at the estimated rate (its payloads' random spread included), so
+#: that it ends well within a probe timeout (1 s by default) even when the estimate is a few times
+#: fast. Measured: after a step from 100 to 1 Mbit/s, the drone's slow payloads put the estimate at
+#: 1.5 Mbit/s, and the train sent at once to confirm it, sized 16 kB for 0.5 s at 1.5 Mbit/s, took
+#: over 1 s on the real 1 Mbit/s and timed out; the next train was 3 s away (the 5 % share), so the
+#: estimate held 1.46 Mbit/s (CI)
+TRAIN_S = 0.25
 NAN = float("nan")
 
 
@@ -77,9 +81,11 @@ class ProbeTrains:
     bandwidth (its offloads would queue behind them; a drone that keeps its frames loses nothing
     to a train, and an estimate read low while offloads filled the link recovers at once). Each
     payload is the share's worth over a period split over the train, at least the floor
-    (``floor_bytes`` to start with), at most ``max_bytes``, then spread at random. ``GROW_AFTER``
-    trains in a row whose payloads were too small make the floor twice their size; at
-    ``max_bytes`` a reading is taken as it is (the best there is)."""
+    (``floor_bytes`` to start with), at most ``max_bytes`` and what a train passes in ``TRAIN_S``
+    at the estimated rate, then spread at random. ``GROW_AFTER`` trains in a row whose payloads
+    were too small make the floor twice their size; at ``max_bytes`` a reading is taken as it is
+    (the best there is). A new link, or a rate several-fold from the last, starts the floor over
+    (``reset``): the burst it was grown for belongs to the link before."""
 
     def __init__(self, max_bytes: int = 16384, max_share: float = 0.05, period_s: float = 0.5,
                  floor_bytes: int = 4096, min_gap_ms: float = 1.0, seed: int | None = None):
@@ -94,7 +100,7 @@ class ProbeTrains:
         self._rng = random.Random(seed)
 
     def reset(self) -> None:
-        """A new link (the cloud came back): its burst is not known."""
+        """A new link (the cloud came back, the rate moved several-fold): its burst is not known."""
         self.floor, self._too_small = self.floor_bytes, 0
 
     def payload_bytes(self, mbps: float) -> int:
@@ -103,18 +109,19 @@ class ProbeTrains:
         if not (math.isfinite(mbps) and mbps > 0):
             return self.max_bytes
         share = self.max_share * mbps * 1e6 / 8 * self.period_s / TRAIN_LENGTH
-        return int(min(self.max_bytes, max(self.floor, share)))
+        # the train's time caps a grown floor, never the first one: an estimate read wrongly low (a
+        # stall taken for a collapse) must leave payloads big enough to read the link it still is
+        return int(min(self.max_bytes, max(self.floor, share), max(self.floor_bytes, _within_train_s(mbps))))
 
     def confirm(self, before_mbps: float, now_mbps: float) -> None:
         """The drone's payloads say the link collapsed from ``before_mbps`` to ``now_mbps``: the next
-        train goes at once, as big as trains were before, within ``CONFIRM_S`` at the new rate. One
+        train goes at once, as big as trains were before, within ``TRAIN_S`` at the new rate. One
         sized for the payloads' reading alone would fit the burst of the link it may still be (a
         stall, not a collapse: live, a link's reconfiguration), be dropped as too small three times
         over before growing, and keep a wrong plan for 4-5 s; one sized for the old rate alone
         would outlast the probe timeout on a link that did collapse, and read nothing."""
-        cap = now_mbps * 1e6 / 8 * CONFIRM_S / TRAIN_LENGTH if math.isfinite(now_mbps) else math.inf
         self._next_s = -math.inf
-        self._confirm_bytes = int(max(self.floor, min(self.payload_bytes(before_mbps), cap)))
+        self._confirm_bytes = int(max(self.floor, min(self.payload_bytes(before_mbps), _within_train_s(now_mbps))))
 
     def due(self, now_s: float, mbps: float, offloading: bool = True) -> int | None:
         """The payload size of a train to send now (and books it), or None: not yet."""
@@ -132,9 +139,17 @@ class ProbeTrains:
     def read(self, nbytes: int, arrival_ms: Sequence[float]) -> float:
         """A train's time per bit in microseconds (NaN: unreadable, its payloads were too small)."""
         us_per_bit, too_small = read_train(nbytes, arrival_ms, self.min_gap_ms)
-        self._too_small = self._too_small + 1 if too_small else 0
         if not too_small or nbytes >= self.max_bytes:
+            self._too_small = 0
             return us_per_bit
+        self._too_small += 1
         if self._too_small >= GROW_AFTER:
             self.floor, self._too_small = min(self.max_bytes, 2 * nbytes), 0
         return NAN
+
+
+def _within_train_s(mbps: float) -> float:
+    """The largest payload (before its spread) whose train ends in ``TRAIN_S`` at ``mbps`` (inf: unknown)."""
+    if not (math.isfinite(mbps) and mbps > 0):
+        return math.inf
+    return mbps * 1e6 / 8 * TRAIN_S / (TRAIN_LENGTH * (1 + SIZE_SPREAD))

@@ -364,8 +364,8 @@ class MonitorLink:
     def probe(self, cloud: str, up_bytes: int, down_bytes: int, timeout_s: float,
               done: Callable[[list[ProbeEcho | None]], None], count: int = 1) -> None:
         """``count`` queries of ``up_bytes`` to ``cloud``, sent back to back, each answered with
-        ``down_bytes``; ``done([ProbeEcho | None (lost or malformed), ...])`` once all ended. A
-        malformed reply is also kept in ``last_probe_error``."""
+        ``down_bytes``; ``done([ProbeEcho | None (lost, later than ``timeout_s`` or malformed), ...])``
+        once all ended. A malformed reply is also kept in ``last_probe_error``."""
         t0 = time.perf_counter()
         answered: list[ProbeEcho | None] = [None] * count
         ended = []
@@ -380,6 +380,8 @@ class MonitorLink:
             except WireError as exc:
                 self.last_probe_error = f"malformed probe reply from {cloud}: {exc}"
                 return
+            if reply_s > timeout_s:
+                return      # timed past its timeout (a busy computer's late callback): lost, as documented
             answered[i] = ProbeEcho(reply_s, received_ns / 1e9)
 
         def on_end() -> None:

@@ -145,7 +145,7 @@ def test_the_watchdog_expires_a_request_on_time():
     t = OffloadTracker(2, lambda job: (got.append((job, time.monotonic_ns())), fired.set()))
     try:
         job = t.begin("f", None, time.monotonic_ns() + 50 * MS)
-        assert fired.wait(2.0), "the watchdog did not expire the request"
+        assert fired.wait(10.0), "the watchdog did not expire the request"
         expired_job, at_ns = got[0]
         assert expired_job is job and at_ns >= job.deadline_ns, "expired before its deadline"
         assert t.counters.expired == 1 and not t.live(job.request_id)
@@ -160,12 +160,12 @@ def test_a_new_earlier_deadline_wakes_the_watchdog():
     got = []
     t = OffloadTracker(4, lambda job: (got.append(job.frame), fired.set()))
     try:
-        t.begin("far", None, time.monotonic_ns() + 30_000 * MS)
-        time.sleep(0.05)                                    # the watchdog now waits ~30 s
+        t.begin("far", None, time.monotonic_ns() + 60_000 * MS)
+        time.sleep(0.05)                                    # the watchdog now waits ~60 s
         start = time.monotonic()
         t.begin("near", None, time.monotonic_ns() + 20 * MS)
-        assert fired.wait(2.0) and got == ["near"]
-        assert time.monotonic() - start < 1.5
+        assert fired.wait(10.0) and got == ["near"]
+        assert time.monotonic() - start < 10.0, "the near request waited for the far one"
     finally:
         left = t.close()
     assert [j.frame for j in left] == ["far"]
@@ -183,7 +183,7 @@ def test_close_stops_a_waiting_watchdog_promptly():
     time.sleep(0.02)
     start = time.monotonic()
     t.close()
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < 10.0, "close waited for the 60 s deadline"     # room for a loaded machine
     assert watchdogs() - before == set(), "the watchdog thread is still running"
 
 
@@ -202,6 +202,6 @@ def test_a_failing_on_expire_does_not_stop_later_expiries():
     try:
         t.begin("first", None, time.monotonic_ns() + 10 * MS)
         t.begin("second", None, time.monotonic_ns() + 60 * MS)
-        assert fired.wait(1.0), f"expired only {calls}"
+        assert fired.wait(10.0), f"expired only {calls}"
     finally:
         t.close()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from spinn_ros.core.estimators import LinkEstimator
-from spinn_ros.core.probe_train import CONFIRM_S, GROW_AFTER, SIZE_SPREAD, TRAIN_LENGTH, ProbeTrains, read_train
+from spinn_ros.core.probe_train import GROW_AFTER, TRAIN_LENGTH, TRAIN_S, ProbeTrains, read_train
 from spinn_ros.testing.shaped_link import TokenBucketLink, tbf_burst_bytes
 
 RTT_MS = 10.0
@@ -65,10 +65,9 @@ def test_a_collapse_is_confirmed_by_a_train_at_once_as_big_as_before_within_its_
     nbytes = trains.due(0.1, 50.0)
     assert nbytes == 16384                  # as big as before (the largest is never spread past itself)
     assert trains.due(0.59, 50.0) is None and trains.due(0.6, 50.0) is not None       # then the period again
-    trains.confirm(100.0, 0.5)              # a collapse to 0.5 Mbit/s: within CONFIRM_S there
+    trains.confirm(100.0, 0.5)              # a collapse to 0.5 Mbit/s: the whole train within TRAIN_S there
     nbytes = trains.due(0.7, 0.5)
-    cap = 0.5e6 / 8 * CONFIRM_S / TRAIN_LENGTH
-    assert cap <= nbytes <= cap * (1 + SIZE_SPREAD)
+    assert TRAIN_LENGTH * nbytes * 8 / 0.5e6 <= TRAIN_S and nbytes > 2048
     trains.confirm(100.0, 0.01)             # never under the floor
     assert trains.due(0.8, 0.01) >= 2048
 
@@ -85,6 +84,19 @@ def test_payloads_too_small_three_trains_in_a_row_raise_the_floor_to_twice_their
     assert 1 / trains.read(bigger, link.train(100_000.0, bigger, TRAIN_LENGTH)) == pytest.approx(1.0)
     trains.reset()
     assert trains.payload_bytes(1.0) == 2048
+
+
+def test_a_train_ends_within_its_time_at_the_estimate_unless_that_is_under_the_first_floor():
+    """A floor grown on a fast link must not make trains that outlast the probe timeout once the
+    link is slow; the first floor stays, so that an estimate read wrongly low can still be corrected."""
+    trains = ProbeTrains(max_bytes=16384, floor_bytes=2048, seed=4)
+    trains.floor = 16384                                 # grown (the fast link's burst)
+    for mbps in (0.5, 1.0, 2.0, 5.0):
+        nbytes = trains.due(0.0, mbps, offloading=False)
+        trains._next_s = -math.inf
+        assert 2048 <= nbytes and TRAIN_LENGTH * nbytes * 8 / (mbps * 1e6) <= TRAIN_S
+    assert trains.payload_bytes(0.1) == 2048
+    assert trains.payload_bytes(20.0) == 16384
 
 
 def test_one_train_too_small_among_good_ones_grows_nothing():
@@ -164,10 +176,39 @@ def test_offloads_slower_than_the_estimate_restart_it_at_once():
         estimator.on_offload(20_000, slow.send(k * 100.0, 20_000) - k * 100.0)
     assert estimator.bandwidth.jumps == jumps + 1
     assert estimator.bandwidth.value == pytest.approx(2.0, rel=0.3)
-    # a train confirms it at once, within CONFIRM_S at the rate the payloads read
+    # a train confirms it at once, within TRAIN_S at the rate the payloads read
     nbytes = estimator.trains.due(end_s + 0.31, estimator.bandwidth.value)
-    assert nbytes is not None and nbytes * TRAIN_LENGTH * 8 / (estimator.bandwidth.value * 1e6) <= CONFIRM_S * 1.5
+    assert nbytes is not None and nbytes * TRAIN_LENGTH * 8 / (estimator.bandwidth.value * 1e6) <= TRAIN_S * 1.5
     # a stopgap: the next train's reading replaces it (the drone offloads nothing by then)
     estimator.clock = lambda: 1e3
     estimator.on_probe_train(4096, slow.train(1000.0, 4096, TRAIN_LENGTH))
     assert estimator.bandwidth.value == pytest.approx(2.0, rel=1e-6)
+
+
+def test_after_a_fall_to_1_mbit_every_train_ends_within_the_probe_timeout_and_reads_it():
+    """CI: a link stepped from 100 to 1 Mbit/s while the drone offloaded. Its slow payloads put the
+    estimate at 1.5 Mbit/s; the train sent to confirm it was sized for the fast link (16 kB
+    payloads, a floor grown there) and outlasted the probe timeout, so no train read the link and
+    the estimate held 1.46 for seconds. A several-fold change starts the floor over, and every
+    train is sized to end within TRAIN_S at the estimate."""
+    rng = np.random.default_rng(5)
+    estimator = LinkEstimator(trains=ProbeTrains(seed=5))
+    estimator.on_probe(RTT_MS)
+    fast = TokenBucketLink(100.0, tbf_burst_bytes(100.0), RTT_MS)
+    fly(fast, estimator, 10.0, rng, offload_bytes=3286, frame_rate_hz=10.0)
+    estimator.trains.floor = 16384                  # grown there (a busy machine can fail the burst check)
+    slow = TokenBucketLink(1.0, tbf_burst_bytes(1.0), RTT_MS, packet_bytes=1448)
+    slow._at_ms = fast._at_ms
+    lasted_ms, send_train = [], slow.train
+
+    def timed_train(t_ms, nbytes, count, background_mbps=0.0):
+        replies = send_train(t_ms, nbytes, count, background_mbps)
+        lasted_ms.append(max(replies))
+        return replies
+
+    slow.train = timed_train
+    fly(slow, estimator, 4.0, rng, offload_bytes=3286, frame_rate_hz=10.0)
+    assert len(lasted_ms) >= 2
+    # the first train was sized for the fast link, before anything said it fell; the rest fit the slow one
+    assert all(ms <= 1000.0 for ms in lasted_ms[1:]), f"trains lasted {[round(ms) for ms in lasted_ms]} ms"
+    assert estimator.bandwidth.value == pytest.approx(1.0, rel=0.3)

@@ -294,8 +294,8 @@ def test_a_request_goes_to_the_cloud_and_its_reply_comes_back_once(link):
     assert link.drone.key == "spinn/tail/d1" and link.drone.clouds.alive == {"c_1"} and link.changes[-1] == {"c_1"}
     out = Outcomes()
     before = time.time_ns()
-    link.drone.request(b"frame-bytes", 1.0, out)
-    assert out.event.wait(2.0)
+    link.drone.request(b"frame-bytes", WAIT_S, out)
+    assert out.event.wait(2 * WAIT_S)
     time.sleep(0.05)                                          # a second answer would arrive by now
     assert out.got == [(b"re:frame-bytes", None)]
     q = link.queries[0]
@@ -306,7 +306,7 @@ def test_a_query_nobody_answers_fails_once_at_its_timeout(link):
     out = Outcomes()
     start = time.monotonic()
     link.drone.request(b"hold me", 0.2, out)
-    assert out.event.wait(2.0)
+    assert out.event.wait(WAIT_S)
     assert time.monotonic() - start >= 0.18
     link.held[0].respond(b"too late")                        # answering after the drone gave up is harmless
     time.sleep(0.05)
@@ -316,7 +316,7 @@ def test_a_query_nobody_answers_fails_once_at_its_timeout(link):
 def test_a_query_that_times_out_is_reported_as_a_timeout(link):
     out = Outcomes()
     link.drone.request(b"hold me", 0.1, out)
-    assert out.event.wait(2.0)
+    assert out.event.wait(WAIT_S)
     assert out.got == [(None, TIMED_OUT)]
 
 
@@ -325,15 +325,17 @@ def test_the_monitor_probes_the_cloud_and_reads_its_load(link):
     monitor = MonitorLink(ZenohSettings(connect=(link.endpoint,)), lambda name, load: loads.append((name, load)))
     try:
         wait_until(lambda: monitor.clouds.alive == {"c_1"}, WAIT_S, "the monitor to see the cloud")
-        monitor.probe("c/1", up_bytes=1000, down_bytes=50_000, timeout_s=1.0, done=lambda s: probes(s, None))
-        assert probes.event.wait(2.0)
+        # timeouts for a loaded machine (CI measured a first probe's reply 1.002 s after it left):
+        # what is checked here is what comes back, not how fast
+        monitor.probe("c/1", up_bytes=1000, down_bytes=50_000, timeout_s=WAIT_S, done=lambda s: probes(s, None))
+        assert probes.event.wait(2 * WAIT_S)
         ([echo], _), = probes.got
-        assert echo is not None and 0 < echo.reply_s < 1.0
+        assert echo is not None and 0 < echo.reply_s <= WAIT_S
         train = Outcomes()       # a bandwidth train: three payloads back to back, times for each
-        monitor.probe("c/1", up_bytes=20_000, down_bytes=16, timeout_s=1.0, done=lambda s: train(s, None), count=3)
-        assert train.event.wait(2.0)
+        monitor.probe("c/1", up_bytes=20_000, down_bytes=16, timeout_s=WAIT_S, done=lambda s: train(s, None), count=3)
+        assert train.event.wait(2 * WAIT_S)
         (echoes, _), = train.got
-        assert len(echoes) == 3 and all(e is not None and 0 < e.reply_s < 1.0 for e in echoes)
+        assert len(echoes) == 3 and all(e is not None and 0 < e.reply_s <= WAIT_S for e in echoes)
         # the cloud's arrival stamps: on its own clock, spread over no more than the replies took
         arrived = [e.received_s for e in echoes]
         assert max(arrived) - min(arrived) <= max(e.reply_s for e in echoes)
@@ -354,7 +356,7 @@ def test_a_probe_of_a_cloud_that_is_not_there_reports_none(link):
     try:
         wait_until(lambda: monitor.clouds.alive == {"c_1"}, WAIT_S, "the monitor to see the cloud")
         monitor.probe("elsewhere", up_bytes=10, down_bytes=10, timeout_s=1.0, done=lambda s: probes(s, None))
-        assert probes.event.wait(2.0) and probes.got == [([None], None)]
+        assert probes.event.wait(WAIT_S) and probes.got == [([None], None)]
     finally:
         monitor.close()
 
@@ -368,8 +370,8 @@ def test_a_malformed_probe_reply_counts_as_lost_and_says_why(link):
     monitor = MonitorLink(ZenohSettings(connect=(link.endpoint,)), lambda name, load: None)
     try:
         wait_until(lambda: monitor.clouds.alive == {"c_1"}, WAIT_S, "the monitor to see the cloud")
-        monitor.probe("old", up_bytes=10, down_bytes=64, timeout_s=1.0, done=lambda s: probes(s, None))
-        assert probes.event.wait(2.0) and probes.got == [([None], None)]
+        monitor.probe("old", up_bytes=10, down_bytes=64, timeout_s=WAIT_S, done=lambda s: probes(s, None))
+        assert probes.event.wait(2 * WAIT_S) and probes.got == [([None], None)]
         assert "malformed probe reply from old" in monitor.last_probe_error
         assert "bad_magic" in monitor.last_probe_error
     finally:
@@ -383,6 +385,6 @@ def test_the_drone_sees_the_cloud_go_and_then_gets_no_reply_at_once(link):
     assert link.changes[-1] == set()
     out = Outcomes()
     start = time.monotonic()
-    link.drone.request(b"anyone?", 1.0, out)
-    assert out.event.wait(2.0) and out.got == [(None, NO_REPLY)]
-    assert time.monotonic() - start < 0.9, "told apart from a timeout: it ended well before it"
+    link.drone.request(b"anyone?", WAIT_S, out)
+    assert out.event.wait(2 * WAIT_S) and out.got == [(None, NO_REPLY)]
+    assert time.monotonic() - start < WAIT_S / 2, "told apart from a timeout: it ended well before it"
