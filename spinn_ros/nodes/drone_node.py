@@ -294,7 +294,10 @@ class DroneNode(Node):
     # -- output -----------------------------------------------------------------------------
     def _on_answer(self, a: Answer) -> None:
         """From the worker or a Zenoh thread: act on the answer (the command first: control does not
-        wait for the result message), then publish the result."""
+        wait for the result message), then publish the result. Both leave under the controller's lock,
+        in the order the controller took the answers: published after it, a worker's command and a
+        Zenoh thread's could swap, and the autopilot would hold the controller's older command (seen
+        in a flight whose drone was frozen at intervals: both threads resumed together)."""
         answered_ns = time.monotonic_ns()
         header, d, plan = a.frame.data.header, a.decision, a.plan
         stamp_ns = Time.from_msg(header.stamp).nanoseconds
@@ -306,6 +309,7 @@ class DroneNode(Node):
             plan_id=plan.plan_id, device_compute_ms=a.device_s * 1e3, network_ms=a.network_ms,
             offload_bytes=a.wire_bytes, cloud_compute_ms=a.cloud_ms, cloud_queue_ms=a.queue_ms,
             latency_ms=(now_ns - stamp_ns) / 1e6)        # the age the controller is given below
+        commanded_ns = None
         with self._cmd_lock:
             self._last_result_ns = now_ns
             self._hovering = False
@@ -313,11 +317,9 @@ class DroneNode(Node):
                                          age_s=(now_ns - stamp_ns) / 1e9)
             if cmd.reason != "stale":
                 self.controller.commanded(now_ns, cmd.yaw_rate)     # the turn since a frame slows old answers
-        commanded_ns = None
-        if cmd.reason != "stale":
-            self._publish_command(cmd.forward_speed, cmd.yaw_rate, header)
-            commanded_ns = time.monotonic_ns()
-        self.result_pub.publish(res)
+                self._publish_command(cmd.forward_speed, cmd.yaw_rate, header)
+                commanded_ns = time.monotonic_ns()
+            self.result_pub.publish(res)
         published_ns = time.monotonic_ns()
         if not a.provisional:
             self.exit_hist[d.exit_index] += 1
@@ -348,9 +350,9 @@ class DroneNode(Node):
                 return
             self._hovering = True
             cmd = self.controller.hover()
-        header = InferenceResult().header
-        header.stamp = now.to_msg()
-        self._publish_command(cmd.forward_speed, cmd.yaw_rate, header)
+            header = InferenceResult().header
+            header.stamp = now.to_msg()
+            self._publish_command(cmd.forward_speed, cmd.yaw_rate, header)     # not after a fresh answer's command
 
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
