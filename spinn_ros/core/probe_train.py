@@ -48,12 +48,12 @@ FIRST_GAP_SHARE = 0.75
 GROW_AFTER = 3
 #: payload sizes vary at random by up to this share from train to train (see above)
 SIZE_SPREAD = 0.5
-#: a train takes at most this long at the estimated rate (its payloads' random spread included), so
-#: that it ends well within a probe timeout (1 s by default) even when the estimate is a few times
-#: fast. Measured: after a step from 100 to 1 Mbit/s, the drone's slow payloads put the estimate at
-#: 1.5 Mbit/s, and the train sent at once to confirm it, sized 16 kB for 0.5 s at 1.5 Mbit/s, took
-#: over 1 s on the real 1 Mbit/s and timed out; the next train was 3 s away (the 5 % share), so the
-#: estimate held 1.46 Mbit/s (CI)
+#: a train confirming a collapse takes at most this long at the collapsed rate (its payloads' random
+#: spread included), so that it ends well within a probe timeout (1 s by default) even when the
+#: collapse read a few times fast. Measured: after a step from 100 to 1 Mbit/s, the drone's slow
+#: payloads put the estimate at 1.5 Mbit/s, and the confirming train, sized 16 kB for 0.5 s at
+#: 1.5 Mbit/s without its spread, took over 1 s on the real 1 Mbit/s and timed out; the next train
+#: was 3 s away (the 5 % share), so the estimate held 1.46 Mbit/s (CI)
 TRAIN_S = 0.25
 NAN = float("nan")
 
@@ -81,11 +81,15 @@ class ProbeTrains:
     bandwidth (its offloads would queue behind them; a drone that keeps its frames loses nothing
     to a train, and an estimate read low while offloads filled the link recovers at once). Each
     payload is the share's worth over a period split over the train, at least the floor
-    (``floor_bytes`` to start with), at most ``max_bytes`` and what a train passes in ``TRAIN_S``
-    at the estimated rate, then spread at random. ``GROW_AFTER`` trains in a row whose payloads
-    were too small make the floor twice their size; at ``max_bytes`` a reading is taken as it is
-    (the best there is). A new link, or a rate several-fold from the last, starts the floor over
-    (``reset``): the burst it was grown for belongs to the link before."""
+    (``floor_bytes`` to start with), at most ``max_bytes``, then spread at random. ``GROW_AFTER``
+    trains in a row whose payloads were too small make the floor twice their size; at
+    ``max_bytes`` a reading is taken as it is (the best there is). A new link, or a rate
+    several-fold from the last, starts the floor over (``reset``): the burst it was grown for
+    belongs to the link before, and a floor grown on a fast link made trains that outlasted the
+    probe timeout once it was slow. Nothing else caps a grown floor: growing is how trains read
+    through a burst, and an estimate read wrongly low (a stall taken for a collapse) is corrected
+    only by trains that do (capped by their time at a 1.2 Mbit/s estimate, 5 kB payloads never read
+    through a 100 Mbit/s link's 12.5 kB burst: test_probe_train.py)."""
 
     def __init__(self, max_bytes: int = 16384, max_share: float = 0.05, period_s: float = 0.5,
                  floor_bytes: int = 4096, min_gap_ms: float = 1.0, seed: int | None = None):
@@ -109,9 +113,7 @@ class ProbeTrains:
         if not (math.isfinite(mbps) and mbps > 0):
             return self.max_bytes
         share = self.max_share * mbps * 1e6 / 8 * self.period_s / TRAIN_LENGTH
-        # the train's time caps a grown floor, never the first one: an estimate read wrongly low (a
-        # stall taken for a collapse) must leave payloads big enough to read the link it still is
-        return int(min(self.max_bytes, max(self.floor, share), max(self.floor_bytes, _within_train_s(mbps))))
+        return int(min(self.max_bytes, max(self.floor, share)))
 
     def confirm(self, before_mbps: float, now_mbps: float) -> None:
         """The drone's payloads say the link collapsed from ``before_mbps`` to ``now_mbps``: the next

@@ -86,17 +86,22 @@ def test_payloads_too_small_three_trains_in_a_row_raise_the_floor_to_twice_their
     assert trains.payload_bytes(1.0) == 2048
 
 
-def test_a_train_ends_within_its_time_at_the_estimate_unless_that_is_under_the_first_floor():
-    """A floor grown on a fast link must not make trains that outlast the probe timeout once the
-    link is slow; the first floor stays, so that an estimate read wrongly low can still be corrected."""
-    trains = ProbeTrains(max_bytes=16384, floor_bytes=2048, seed=4)
-    trains.floor = 16384                                 # grown (the fast link's burst)
-    for mbps in (0.5, 1.0, 2.0, 5.0):
-        nbytes = trains.due(0.0, mbps, offloading=False)
-        trains._next_s = -math.inf
-        assert 2048 <= nbytes and TRAIN_LENGTH * nbytes * 8 / (mbps * 1e6) <= TRAIN_S
-    assert trains.payload_bytes(0.1) == 2048
-    assert trains.payload_bytes(20.0) == 16384
+def test_an_estimate_read_wrongly_low_on_a_fast_link_is_corrected_by_trains_that_grow():
+    """A stall taken for a collapse (a 100 Mbit/s link read as 1.2): the confirming train, sized for
+    the collapse, fits the fast link's burst and reads nothing; the trains after it must grow through
+    the burst and read the link (capped by their time at the wrong estimate, they never did, and a
+    drone would stay alone on a fast link)."""
+    link = TokenBucketLink(100.0, tbf_burst_bytes(100.0), RTT_MS, packet_bytes=1448)     # a 12.5 kB burst
+    trains = ProbeTrains(seed=6)
+    trains.reset()
+    trains.confirm(72.0, 1.2)
+    readings = []
+    for k in range(2 * GROW_AFTER + 2):
+        nbytes = trains.due(k * 0.5, 1.2, offloading=False)
+        readings.append(trains.read(nbytes, link.train(k * 500.0, nbytes, TRAIN_LENGTH)))
+    read = [r for r in readings if math.isfinite(r)]
+    assert read, f"no train read the fast link: payloads stayed too small for its burst ({readings})"
+    assert 1 / read[0] == pytest.approx(100.0, rel=0.3)
 
 
 def test_one_train_too_small_among_good_ones_grows_nothing():
