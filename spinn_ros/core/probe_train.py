@@ -54,7 +54,7 @@ SIZE_SPREAD = 0.5
 #: payloads put the estimate at 1.5 Mbit/s, and the confirming train, sized 16 kB for 0.5 s at
 #: 1.5 Mbit/s without its spread, took over 1 s on the real 1 Mbit/s and timed out; the next train
 #: was 3 s away (the 5 % share), so the estimate held 1.46 Mbit/s (CI)
-TRAIN_S = 0.25
+CONFIRM_S = 0.25
 NAN = float("nan")
 
 
@@ -117,13 +117,13 @@ class ProbeTrains:
 
     def confirm(self, before_mbps: float, now_mbps: float) -> None:
         """The drone's payloads say the link collapsed from ``before_mbps`` to ``now_mbps``: the next
-        train goes at once, as big as trains were before, within ``TRAIN_S`` at the new rate. One
+        train goes at once, as big as trains were before, within ``CONFIRM_S`` at the new rate. One
         sized for the payloads' reading alone would fit the burst of the link it may still be (a
         stall, not a collapse: live, a link's reconfiguration), be dropped as too small three times
         over before growing, and keep a wrong plan for 4-5 s; one sized for the old rate alone
         would outlast the probe timeout on a link that did collapse, and read nothing."""
         self._next_s = -math.inf
-        self._confirm_bytes = int(max(self.floor, min(self.payload_bytes(before_mbps), _within_train_s(now_mbps))))
+        self._confirm_bytes = int(max(self.floor, min(self.payload_bytes(before_mbps), _within_confirm_s(now_mbps))))
 
     def due(self, now_s: float, mbps: float, offloading: bool = True) -> int | None:
         """The payload size of a train to send now (and books it), or None: not yet."""
@@ -150,8 +150,8 @@ class ProbeTrains:
         return NAN
 
 
-def _within_train_s(mbps: float) -> float:
-    """The largest payload (before its spread) whose train ends in ``TRAIN_S`` at ``mbps`` (inf: unknown)."""
+def _within_confirm_s(mbps: float) -> float:
+    """The largest payload (before its spread) whose train ends in ``CONFIRM_S`` at ``mbps`` (inf: unknown)."""
     if not (math.isfinite(mbps) and mbps > 0):
         return math.inf
-    return mbps * 1e6 / 8 * TRAIN_S / (TRAIN_LENGTH * (1 + SIZE_SPREAD))
+    return mbps * 1e6 / 8 * CONFIRM_S / (TRAIN_LENGTH * (1 + SIZE_SPREAD))

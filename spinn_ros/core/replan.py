@@ -130,13 +130,12 @@ class Replanner:
         self._force = None
         if samples >= self.min_samples:
             changed = self.detector.update(now_s, values)
+            refresh = bool(self.refresh_s) and now_s - self._decided_s >= self.refresh_s
             if changed and not why:
                 why = "changed: " + ", ".join(changed)
-            else:
-                if not why and self.refresh_s and now_s - self._decided_s >= self.refresh_s:
-                    why = f"refresh ({self.refresh_s:g} s without a change)"
-                if why:
-                    self.detector.rebase(values)
+            elif why or refresh:
+                why = why or f"refresh ({self.refresh_s:g} s without a change)"
+                self.detector.rebase(values)
         if why:
             self._decided_s = now_s
         return why

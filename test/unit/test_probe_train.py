@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from spinn_ros.core.estimators import LinkEstimator
-from spinn_ros.core.probe_train import GROW_AFTER, TRAIN_LENGTH, TRAIN_S, ProbeTrains, read_train
+from spinn_ros.core.probe_train import CONFIRM_S, GROW_AFTER, TRAIN_LENGTH, ProbeTrains, read_train
 from spinn_ros.testing.shaped_link import TokenBucketLink, tbf_burst_bytes
 
 RTT_MS = 10.0
@@ -65,9 +65,9 @@ def test_a_collapse_is_confirmed_by_a_train_at_once_as_big_as_before_within_its_
     nbytes = trains.due(0.1, 50.0)
     assert nbytes == 16384                  # as big as before (the largest is never spread past itself)
     assert trains.due(0.59, 50.0) is None and trains.due(0.6, 50.0) is not None       # then the period again
-    trains.confirm(100.0, 0.5)              # a collapse to 0.5 Mbit/s: the whole train within TRAIN_S there
+    trains.confirm(100.0, 0.5)              # a collapse to 0.5 Mbit/s: the whole train within CONFIRM_S there
     nbytes = trains.due(0.7, 0.5)
-    assert TRAIN_LENGTH * nbytes * 8 / 0.5e6 <= TRAIN_S and nbytes > 2048
+    assert TRAIN_LENGTH * nbytes * 8 / 0.5e6 <= CONFIRM_S and nbytes > 2048
     trains.confirm(100.0, 0.01)             # never under the floor
     assert trains.due(0.8, 0.01) >= 2048
 
@@ -181,9 +181,9 @@ def test_offloads_slower_than_the_estimate_restart_it_at_once():
         estimator.on_offload(20_000, slow.send(k * 100.0, 20_000) - k * 100.0)
     assert estimator.bandwidth.jumps == jumps + 1
     assert estimator.bandwidth.value == pytest.approx(2.0, rel=0.3)
-    # a train confirms it at once, within TRAIN_S at the rate the payloads read
+    # a train confirms it at once, within CONFIRM_S at the rate the payloads read
     nbytes = estimator.trains.due(end_s + 0.31, estimator.bandwidth.value)
-    assert nbytes is not None and nbytes * TRAIN_LENGTH * 8 / (estimator.bandwidth.value * 1e6) <= TRAIN_S * 1.5
+    assert nbytes is not None and nbytes * TRAIN_LENGTH * 8 / (estimator.bandwidth.value * 1e6) <= CONFIRM_S * 1.5
     # a stopgap: the next train's reading replaces it (the drone offloads nothing by then)
     estimator.clock = lambda: 1e3
     estimator.on_probe_train(4096, slow.train(1000.0, 4096, TRAIN_LENGTH))
@@ -194,8 +194,8 @@ def test_after_a_fall_to_1_mbit_every_train_ends_within_the_probe_timeout_and_re
     """CI: a link stepped from 100 to 1 Mbit/s while the drone offloaded. Its slow payloads put the
     estimate at 1.5 Mbit/s; the train sent to confirm it was sized for the fast link (16 kB
     payloads, a floor grown there) and outlasted the probe timeout, so no train read the link and
-    the estimate held 1.46 for seconds. A several-fold change starts the floor over, and every
-    train is sized to end within TRAIN_S at the estimate."""
+    the estimate held 1.46 for seconds. A several-fold change starts the floor over, and the
+    confirming train is sized to end within CONFIRM_S at the collapsed rate."""
     rng = np.random.default_rng(5)
     estimator = LinkEstimator(trains=ProbeTrains(seed=5))
     estimator.on_probe(RTT_MS)
